@@ -1,0 +1,77 @@
+import Foundation
+import Crypto
+
+/// The versioned binary format of every value Gatehouse encrypts.
+///
+/// ```
+/// byte 0      format version (1)
+/// byte 1      algorithm (1 = AES-256-GCM)
+/// bytes 2..5  key version, big endian (master key version for wrapped DEKs, 1 for DEK-sealed data)
+/// bytes 6..17 nonce (96 bits, random)
+/// bytes 18..  ciphertext ‖ 128-bit tag
+/// ```
+/// The associated data is never stored: the caller rebuilds it from the row it reads, which is
+/// what binds a ciphertext to its org, row and provider.
+public enum Envelope {
+    public static let formatVersion: UInt8 = 1
+    public static let algorithmAESGCM: UInt8 = 1
+    static let headerLength = 6
+    static let nonceLength = 12
+    static let tagLength = 16
+
+    /// Encrypts `plaintext` under `key`, binding it to `associatedData`.
+    public static func seal(
+        _ plaintext: some DataProtocol,
+        key: SymmetricKey,
+        keyVersion: UInt32,
+        associatedData: some DataProtocol
+    ) throws -> Data {
+        let nonce = AES.GCM.Nonce()
+        let box = try AES.GCM.seal(plaintext, using: key, nonce: nonce, authenticating: associatedData)
+        var out = Data(capacity: headerLength + nonceLength + box.ciphertext.count + tagLength)
+        out.append(formatVersion)
+        out.append(algorithmAESGCM)
+        out.append(UInt8(truncatingIfNeeded: keyVersion >> 24))
+        out.append(UInt8(truncatingIfNeeded: keyVersion >> 16))
+        out.append(UInt8(truncatingIfNeeded: keyVersion >> 8))
+        out.append(UInt8(truncatingIfNeeded: keyVersion))
+        out.append(contentsOf: nonce)
+        out.append(box.ciphertext)
+        out.append(box.tag)
+        return out
+    }
+
+    /// The key version written in an envelope's header.
+    public static func keyVersion(of envelope: Data) throws(VaultError) -> UInt32 {
+        let bytes = [UInt8](envelope.prefix(headerLength))
+        guard bytes.count == headerLength, bytes[0] == formatVersion, bytes[1] == algorithmAESGCM else {
+            throw .malformedEnvelope
+        }
+        return UInt32(bytes[2]) << 24 | UInt32(bytes[3]) << 16 | UInt32(bytes[4]) << 8 | UInt32(bytes[5])
+    }
+
+    /// Decrypts an envelope made by ``seal(_:key:keyVersion:associatedData:)``.
+    public static func open(
+        _ envelope: Data,
+        key: SymmetricKey,
+        associatedData: some DataProtocol
+    ) throws(VaultError) -> Data {
+        _ = try keyVersion(of: envelope)
+        let bytes = Data(envelope)  // rebase indices to 0
+        guard bytes.count >= headerLength + nonceLength + tagLength else { throw .malformedEnvelope }
+        let nonceStart = headerLength
+        let cipherStart = nonceStart + nonceLength
+        let tagStart = bytes.count - tagLength
+        do {
+            let nonce = try AES.GCM.Nonce(data: bytes[nonceStart..<cipherStart])
+            let box = try AES.GCM.SealedBox(
+                nonce: nonce,
+                ciphertext: bytes[cipherStart..<tagStart],
+                tag: bytes[tagStart...]
+            )
+            return try AES.GCM.open(box, using: key, authenticating: associatedData)
+        } catch {
+            throw .decryptionFailed
+        }
+    }
+}

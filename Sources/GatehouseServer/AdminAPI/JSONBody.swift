@@ -1,0 +1,163 @@
+import Foundation
+import GatehouseCore
+import Hummingbird
+import NIOCore
+import NIOFoundationCompat
+
+/// Reads a JSON object request body field by field, with messages that name the field and
+/// never echo a value (a value may be a secret pasted in the wrong place).
+///
+/// Malformed JSON or a non-object → `400`; a missing, mistyped, invalid or unknown field → `422`.
+struct JSONBody {
+    let fields: [String: JSONValue]
+
+    /// Collects at most ``AdminLimits/maxBodyBytes`` and parses it.
+    static func read(_ request: Request, allowed: Set<String>) async throws -> JSONBody {
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: AdminLimits.maxBodyBytes)
+        } catch {
+            throw GatehouseError.payloadTooLarge(limit: AdminLimits.maxBodyBytes)
+        }
+        return try parse(Data(buffer: buffer), allowed: allowed)
+    }
+
+    static func parse(_ data: Data, allowed: Set<String>) throws -> JSONBody {
+        guard !data.isEmpty else { throw GatehouseError.invalidRequest("request body must be a JSON object") }
+        guard jsonNestingDepth(data) <= AdminLimits.maxJSONDepth else {
+            throw GatehouseError.invalidRequest("JSON is nested too deeply (limit \(AdminLimits.maxJSONDepth))")
+        }
+        let value: JSONValue
+        do {
+            value = try JSONDecoder().decode(JSONValue.self, from: data)
+        } catch {
+            throw GatehouseError.invalidRequest("request body is not valid JSON")
+        }
+        guard case .object(let fields) = value else {
+            throw GatehouseError.invalidRequest("request body must be a JSON object")
+        }
+        if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
+            let shown = unknown.count <= 40 && !unknown.contains("gate_") ? unknown : "(field name redacted)"
+            throw GatehouseError.validation(field: shown, message: "unknown field")
+        }
+        return JSONBody(fields: fields)
+    }
+
+    func has(_ key: String) -> Bool { fields[key] != nil }
+
+    static func typeError(_ key: String, _ expected: String) -> GatehouseError {
+        .validation(field: key, message: "must be \(expected)")
+    }
+
+    // MARK: Typed accessors (absent and null read as nil)
+
+    func string(_ key: String) throws -> String? {
+        switch fields[key] {
+        case nil, .null?: return nil
+        case .string(let s)?: return s
+        default: throw Self.typeError(key, "a string")
+        }
+    }
+
+    func requiredString(_ key: String) throws -> String {
+        guard let s = try string(key) else { throw GatehouseError.validation(field: key, message: "is required") }
+        return s
+    }
+
+    func stringArray(_ key: String) throws -> [String]? {
+        switch fields[key] {
+        case nil, .null?: return nil
+        case .array(let items)?:
+            return try items.map {
+                guard case .string(let s) = $0 else { throw Self.typeError(key, "an array of strings") }
+                return s
+            }
+        default: throw Self.typeError(key, "an array of strings")
+        }
+    }
+
+    func date(_ key: String) throws -> Date? {
+        guard let text = try string(key) else { return nil }
+        guard let date = JSONValue.parseDate(text) else { throw Self.typeError(key, "an ISO 8601 timestamp") }
+        return date
+    }
+
+    func enumValue<E: RawRepresentable & CaseIterable>(_ key: String, _: E.Type) throws -> E? where E.RawValue == String {
+        guard let text = try string(key) else { return nil }
+        guard let value = E(rawValue: text) else {
+            throw Self.typeError(key, "one of " + E.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        return value
+    }
+
+    func rateLimits(_ key: String) throws -> [RateLimit]? {
+        switch fields[key] {
+        case nil, .null?: return nil
+        case .array(let items)?:
+            return try items.enumerated().map { i, item in
+                let field = "\(key)[\(i)]"
+                let body = try JSONBody.nested(item, field: field, allowed: ["metric", "limit", "window_seconds"])
+                guard let metric = try body.enumValue("metric", RateLimit.Metric.self) else {
+                    throw GatehouseError.validation(field: "\(field).metric", message: "is required")
+                }
+                guard let limit = try body.number("limit") else {
+                    throw GatehouseError.validation(field: "\(field).limit", message: "is required")
+                }
+                guard let window = try body.integer("window_seconds") else {
+                    throw GatehouseError.validation(field: "\(field).window_seconds", message: "is required")
+                }
+                return RateLimit(metric: metric, limit: limit, windowSeconds: window)
+            }
+        default: throw Self.typeError(key, "an array of rate limit objects")
+        }
+    }
+
+    func budget(_ key: String) throws -> Budget? {
+        switch fields[key] {
+        case nil, .null?: return nil
+        case let item?:
+            let body = try JSONBody.nested(item, field: key, allowed: ["limit_usd", "period"])
+            guard let limit = try body.number("limit_usd") else {
+                throw GatehouseError.validation(field: "\(key).limit_usd", message: "is required")
+            }
+            guard let period = try body.enumValue("period", Budget.Period.self) else {
+                throw GatehouseError.validation(field: "\(key).period", message: "is required")
+            }
+            return Budget(limitUSD: limit, period: period)
+        }
+    }
+
+    func number(_ key: String) throws -> Double? {
+        switch fields[key] {
+        case nil, .null?: return nil
+        case .number(let n)?: return n
+        default: throw Self.typeError(key, "a number")
+        }
+    }
+
+    func integer(_ key: String) throws -> Int? {
+        guard let n = try number(key) else { return nil }
+        guard n.rounded() == n, abs(n) < 1e15 else { throw Self.typeError(key, "a whole number") }
+        return Int(n)
+    }
+
+    /// A PATCH field: absent → unchanged, `null` → clear, otherwise the value.
+    func patch<T>(_ key: String, _ read: (String) throws -> T?) throws -> FieldPatch<T> {
+        switch fields[key] {
+        case nil: return .unchanged
+        case .null?: return .clear
+        default:
+            guard let v = try read(key) else { return .clear }
+            return .set(v)
+        }
+    }
+
+    private static func nested(_ value: JSONValue, field: String, allowed: Set<String>) throws -> JSONBody {
+        guard case .object(let fields) = value else { throw typeError(field, "an object") }
+        if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw GatehouseError.validation(field: "\(field).\(unknown.prefix(40))", message: "unknown field")
+        }
+        return JSONBody(fields: fields)
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import GatehouseCore
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+
+/// How `gatehouse serve` runs.
+public struct ServeOptions: Sendable {
+    public var host: String = "127.0.0.1"
+    public var port: Int = 8443
+    public var tlsCertificate: String?
+    public var tlsPrivateKey: String?
+    public var plainHTTP = false
+
+    public init() {}
+
+    /// `true` for 127.0.0.0/8, `::1` and `localhost`.
+    public static func isLoopback(_ host: String) -> Bool {
+        if host == "localhost" { return true }
+        guard let ip = IPAddress(host) else { return false }
+        if ip.isIPv4 { return ip.bytes[12] == 127 }
+        return ip.bytes == [UInt8](repeating: 0, count: 15) + [1]
+    }
+}
+
+/// Builds the HTTP application: router, middleware and transport.
+public enum GatehouseApp {
+    /// The router with every route; used by the server and by in-process tests.
+    public static func buildRouter(plane: ControlPlane) -> Router<GatehouseRequestContext> {
+        let router = Router(context: GatehouseRequestContext.self)
+        router.add(middleware: ErrorMiddleware())
+        router.get("api/health") { _, _ in
+            Response.json(.object(["status": .string("ok")]))
+        }
+        router.get("api/openapi.yaml") { _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "application/yaml; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text)))
+        }
+        let manage = router.group("api").add(middleware: AdminAuthMiddleware(keyTable: plane.keyTable, permission: .manage))
+        KeyRoutes(plane: plane).register(on: manage)
+        return router
+    }
+
+    /// TLS 1.3 only, HTTP/1.1 over ALPN.
+    public static func tlsConfiguration(certificatePath: String, privateKeyPath: String) throws -> TLSConfiguration {
+        let chain: [NIOSSLCertificate]
+        let key: NIOSSLPrivateKey
+        do {
+            chain = try NIOSSLCertificate.fromPEMFile(certificatePath)
+        } catch {
+            throw GatehouseError.startup("cannot read the TLS certificate \(certificatePath) (expected PEM)")
+        }
+        do {
+            key = try NIOSSLPrivateKey(file: privateKeyPath, format: .pem)
+        } catch {
+            throw GatehouseError.startup("cannot read the TLS private key \(privateKeyPath) (expected PEM)")
+        }
+        var config = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        config.minimumTLSVersion = .tlsv13
+        config.applicationProtocols = ["http/1.1"]
+        return config
+    }
+
+    /// Builds the runnable application.
+    public static func buildApplication(
+        plane: ControlPlane, options: ServeOptions, tls: TLSConfiguration?, logger: Logger,
+        onRunning: @escaping @Sendable (Int) async -> Void
+    ) throws -> some ApplicationProtocol {
+        let router = buildRouter(plane: plane)
+        let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(60))
+        let server: HTTPServerBuilder
+        if let tls {
+            let context: NIOSSLContext
+            do { context = try NIOSSLContext(configuration: tls) } catch {
+                throw GatehouseError.startup("the TLS certificate and key cannot be used together")
+            }
+            server = HTTPServerBuilder { responder in
+                HTTPSOnlyChannel(HTTP1Channel(responder: responder, configuration: http1), sslContext: context)
+            }
+        } else {
+            server = .http1(configuration: http1)
+        }
+        var app = Application(
+            router: router,
+            server: server,
+            configuration: .init(address: .hostname(options.host, port: options.port), serverName: nil),
+            onServerRunning: { channel in
+                await onRunning(channel.localAddress?.port ?? options.port)
+            },
+            logger: logger
+        )
+        app.addServices(ChangeFollower(plane: plane, logger: logger))
+        return app
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import GatehouseCore
+import Synchronization
+
+/// The in-memory view of every key the gateway and admin API check on each request.
+///
+/// Read on every request, changed rarely: it holds one immutable snapshot behind a `Mutex`
+/// and swaps it whole on change, so a lookup is a lock, a dictionary read and an unlock — no
+/// actor hop and no database round-trip.
+public final class KeyTable: Sendable {
+    /// One consistent view of the keys of every organization.
+    public struct Snapshot: Sendable {
+        /// The store's change sequence this snapshot reflects.
+        public var sequence: Int64
+        public var gateKeys: [String: GateKeyRecord]
+        public var providerKeys: [String: ProviderKeyRecord]
+        public var orgKeys: [String: OrgKeys]
+        public var organizations: [String: Organization]
+
+        public static let empty = Snapshot(sequence: -1, gateKeys: [:], providerKeys: [:], orgKeys: [:], organizations: [:])
+    }
+
+    /// Why a presented key was refused. Only ever written to the audit trail; clients get one
+    /// uniform 401.
+    public enum Failure: String, Sendable, Error {
+        case missing
+        case malformed
+        case badChecksum = "bad_checksum"
+        case unknownKey = "unknown_key"
+        case hashMismatch = "hash_mismatch"
+        case revoked
+        case expired
+    }
+
+    private let state = Mutex(Snapshot.empty)
+
+    public init() {}
+
+    public var snapshot: Snapshot { state.withLock { $0 } }
+
+    /// Publishes `snapshot` unless a newer one is already published.
+    @discardableResult
+    public func publish(_ snapshot: Snapshot) -> Bool {
+        state.withLock { current in
+            guard snapshot.sequence >= current.sequence else { return false }
+            current = snapshot
+            return true
+        }
+    }
+
+    public func orgKeys(_ orgID: String) -> OrgKeys? {
+        state.withLock { $0.orgKeys[orgID] }
+    }
+
+    /// Checks a presented key: format and checksum (no lookup), then the key id in memory,
+    /// then a constant-time HMAC comparison, then revocation and expiry.
+    ///
+    /// Revocation and expiry are checked only after the HMAC matched, so "revoked" is reported
+    /// only for the genuine key, never for a guess that happens to reuse a revoked id.
+    public func authenticate(_ text: some StringProtocol, now: Date = Date()) -> Result<GateKeyRecord, Failure> {
+        let parsed: GatehouseKey
+        do {
+            parsed = try GatehouseKey.parse(text)
+        } catch .badChecksum {
+            return .failure(.badChecksum)
+        } catch {
+            return .failure(.malformed)
+        }
+        let found = state.withLock { snap -> (GateKeyRecord, OrgKeys)? in
+            guard let record = snap.gateKeys[parsed.id], let keys = snap.orgKeys[record.orgID] else { return nil }
+            return (record, keys)
+        }
+        guard let (record, keys) = found else { return .failure(.unknownKey) }
+        guard record.kind == parsed.kind, keys.verifyKey(parsed.text, storedHash: record.hash) else {
+            return .failure(.hashMismatch)
+        }
+        if record.isRevoked { return .failure(.revoked) }
+        if record.isExpired(at: now) { return .failure(.expired) }
+        return .success(record)
+    }
+}

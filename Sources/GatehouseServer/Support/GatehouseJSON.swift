@@ -1,0 +1,54 @@
+import Foundation
+import GatehouseCore
+
+/// The JSON shapes of the admin API and the CLI's `--json` output (one definition for both).
+/// Secrets never appear here: provider keys show `last4`, Gatehouse keys show nothing of
+/// their secret except in ``createdKey(_:key:)``, the one response that returns it.
+public enum GatehouseJSON {
+    public static func providerKey(_ r: ProviderKeyRecord) -> JSONValue {
+        .object([
+            "id": .string(r.id), "name": .string(r.name), "provider": .string(r.provider.rawValue),
+            "base_url": .string(r.baseURL ?? r.provider.defaultBaseURL), "last4": .string(r.last4),
+            "created_at": .date(r.createdAt),
+        ])
+    }
+
+    public static func rateLimit(_ r: RateLimit) -> JSONValue {
+        .object(["metric": .string(r.metric.rawValue), "limit": .number(r.limit), "window_seconds": .int(r.windowSeconds)])
+    }
+
+    public static func budget(_ b: Budget) -> JSONValue {
+        .object(["limit_usd": .number(b.limitUSD), "period": .string(b.period.rawValue)])
+    }
+
+    public static func status(_ r: GateKeyRecord, now: Date = Date()) -> String {
+        r.isRevoked ? "revoked" : (r.isExpired(at: now) ? "expired" : "active")
+    }
+
+    public static func gateKey(_ r: GateKeyRecord) -> JSONValue {
+        var o: [String: JSONValue] = [
+            "id": .string(r.id), "kind": .string(r.kind.rawValue), "name": .string(r.name),
+            "description": .string(r.description), "status": .string(status(r)),
+            "expires_at": .date(r.expiresAt), "allowed_ips": .strings(r.allowedIPs),
+            "created_at": .date(r.createdAt), "revoked_at": .date(r.revokedAt),
+        ]
+        if r.kind == .proxy {
+            o["provider_key_id"] = .string(r.providerKeyID)
+            o["allowed_models"] = .strings(r.allowedModels)
+            o["rate_limits"] = .array((r.rateLimits ?? []).map(rateLimit))
+            o["budget"] = r.budget.map(budget) ?? .null
+        }
+        return .object(o)
+    }
+
+    /// The creation response: the key object plus the full key, shown once.
+    public static func createdKey(_ r: GateKeyRecord, key: String) -> JSONValue {
+        guard case .object(var o) = gateKey(r) else { return .null }
+        o["key"] = .string(key)
+        return .object(o)
+    }
+
+    public static func list(_ items: [JSONValue]) -> JSONValue {
+        .object(["data": .array(items)])
+    }
+}

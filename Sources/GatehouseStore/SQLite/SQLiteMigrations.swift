@@ -1,0 +1,113 @@
+/// One schema version: plain SQL statements applied in order, in one transaction.
+///
+/// Statements are kept separate (not one script) because the driver prepares exactly one
+/// statement per query and would silently ignore anything after the first `;`.
+struct SQLiteMigration: Sendable {
+    let version: Int
+    let statements: [String]
+}
+
+/// The ordered schema history of the SQLite store. Append new versions at the end; never edit
+/// a version that has shipped. Applied versions are recorded in `schema_migrations`.
+enum SQLiteMigrations {
+    /// Creates the bookkeeping table itself; run before reading the current version.
+    static let bootstrap = """
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version       INTEGER PRIMARY KEY NOT NULL,
+            applied_at_ms INTEGER NOT NULL
+        ) STRICT
+        """
+
+    static let all: [SQLiteMigration] = [
+        SQLiteMigration(version: 1, statements: [
+            """
+            CREATE TABLE organizations (
+                id            TEXT PRIMARY KEY NOT NULL,
+                name          TEXT NOT NULL,
+                created_at_ms INTEGER NOT NULL,
+                wrapped_dek   BLOB NOT NULL
+            ) STRICT
+            """,
+            """
+            CREATE TABLE provider_keys (
+                id            TEXT PRIMARY KEY NOT NULL,
+                org_id        TEXT NOT NULL REFERENCES organizations(id),
+                name          TEXT NOT NULL,
+                provider      TEXT NOT NULL,
+                base_url      TEXT,
+                ciphertext    BLOB NOT NULL,
+                last4         TEXT NOT NULL,
+                created_at_ms INTEGER NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX provider_keys_org ON provider_keys(org_id)",
+            // provider_key_id deliberately has no foreign key: deleting a provider key revokes
+            // the proxy keys bound to it but keeps their rows, including the id they were bound
+            // to, so the UI and the audit trail can still show it.
+            """
+            CREATE TABLE gate_keys (
+                id              TEXT PRIMARY KEY NOT NULL,
+                org_id          TEXT NOT NULL REFERENCES organizations(id),
+                kind            TEXT NOT NULL CHECK (kind IN ('api', 'read', 'proxy')),
+                name            TEXT NOT NULL,
+                description     TEXT,
+                hash            BLOB NOT NULL,
+                provider_key_id TEXT,
+                expires_at_ms   INTEGER,
+                allowed_models  TEXT,
+                allowed_ips     TEXT,
+                rate_limits     TEXT,
+                budget          TEXT,
+                created_at_ms   INTEGER NOT NULL,
+                revoked_at_ms   INTEGER
+            ) STRICT
+            """,
+            "CREATE INDEX gate_keys_org_kind ON gate_keys(org_id, kind)",
+            "CREATE INDEX gate_keys_provider_key ON gate_keys(provider_key_id)",
+            // org_id has no foreign key: entries such as a failed login may name no (or an
+            // unknown) organization, and the trail must never lose an entry over it.
+            """
+            CREATE TABLE audit_log (
+                seq        INTEGER PRIMARY KEY NOT NULL,
+                time_ms    INTEGER NOT NULL,
+                org_id     TEXT NOT NULL,
+                actor_kind TEXT NOT NULL,
+                actor_id   TEXT NOT NULL,
+                client_ip  TEXT NOT NULL,
+                action     TEXT NOT NULL,
+                target     TEXT NOT NULL,
+                outcome    TEXT NOT NULL,
+                details    TEXT NOT NULL,
+                prev_hash  BLOB NOT NULL,
+                hash       BLOB NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX audit_log_org_seq ON audit_log(org_id, seq)",
+            // Defence in depth: no code path updates or deletes audit rows, and the database
+            // refuses it too. (Someone with write access to the file can still drop the
+            // triggers; the hash chain is what detects that.)
+            """
+            CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END
+            """,
+            """
+            CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END
+            """,
+            // AUTOINCREMENT so a sequence number is never reused, even if old rows are pruned.
+            """
+            CREATE TABLE change_log (
+                seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+                org_id    TEXT NOT NULL,
+                entity    TEXT NOT NULL,
+                entity_id TEXT NOT NULL,
+                at_ms     INTEGER NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX change_log_org ON change_log(org_id)",
+        ]),
+    ]
+
+    /// The newest schema version this binary understands.
+    static var latestVersion: Int { all.last?.version ?? 0 }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import GatehouseCore
+
+/// What an audit entry says before the store numbers and chains it.
+///
+/// The store assigns `sequence`, `time`, `prev_hash` and `hash` inside the transaction of the
+/// change it records, so there is never a change without its entry.
+public struct AuditDraft: Sendable, Equatable {
+    public var orgID: String
+    public var actorKind: String
+    public var actorID: String
+    public var clientIP: String
+    public var action: String
+    public var target: String
+    public var outcome: AuditEntry.Outcome
+    /// A JSON object, already free of secrets.
+    public var details: String
+
+    public init(
+        orgID: String, actorKind: String, actorID: String, clientIP: String = "", action: String,
+        target: String = "", outcome: AuditEntry.Outcome = .success, details: String = "{}"
+    ) {
+        self.orgID = orgID
+        self.actorKind = actorKind
+        self.actorID = actorID
+        self.clientIP = clientIP
+        self.action = action
+        self.target = target
+        self.outcome = outcome
+        self.details = details
+    }
+}
+
+/// Result of revoking a key.
+public enum RevokeResult: Sendable, Equatable {
+    case revoked
+    case alreadyRevoked
+    case notFound
+}
+
+/// Errors a store reports. Messages never contain row contents.
+public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The database could not be opened or migrated.
+    case unavailable(String)
+    /// A uniqueness or foreign-key rule was violated.
+    case conflict(String)
+    /// The schema is newer than this binary understands.
+    case schemaTooNew(found: Int, supported: Int)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let why): "database unavailable: \(why)"
+        case .conflict(let why): "conflict: \(why)"
+        case .schemaTooNew(let found, let supported):
+            "database schema version \(found) is newer than this gatehouse supports (\(supported)); upgrade gatehouse"
+        }
+    }
+}
+
+/// The persistence contract. Every method that changes data takes the audit entry that
+/// records the change and writes both in one transaction, and bumps the change sequence that
+/// other processes follow.
+///
+/// Implementations: ``SQLiteStore`` (embedded, default). A PostgreSQL store will implement the
+/// same protocol and pass the same conformance suite.
+public protocol Store: Sendable {
+    /// Creates or upgrades the schema.
+    func migrate() async throws
+    func close() async throws
+
+    // MARK: Organizations
+
+    /// `true` once any organization exists (the installation is initialised).
+    func hasOrganizations() async throws -> Bool
+    /// Creates an organization together with its first key (the owner API key).
+    func createOrganization(_ org: Organization, firstKey: GateKeyRecord, audit: AuditDraft) async throws
+    func organizations() async throws -> [Organization]
+    /// Replaces wrapped data keys (master key rotation), all in one transaction.
+    func replaceWrappedDataKeys(_ keys: [String: Vault.WrappedDataKey], audit: AuditDraft) async throws
+
+    // MARK: Provider keys
+
+    func insertProviderKey(_ record: ProviderKeyRecord, audit: AuditDraft) async throws
+    func providerKeys(orgID: String) async throws -> [ProviderKeyRecord]
+    func allProviderKeys() async throws -> [ProviderKeyRecord]
+    func providerKey(orgID: String, id: String) async throws -> ProviderKeyRecord?
+    /// Deletes a provider key and revokes every proxy key bound to it. Returns `false` if unknown.
+    func deleteProviderKey(orgID: String, id: String, at: Date, audit: AuditDraft) async throws -> Bool
+
+    // MARK: Gatehouse keys (api, read, proxy)
+
+    func insertGateKey(_ record: GateKeyRecord, audit: AuditDraft) async throws
+    func gateKeys(orgID: String, kind: KeyKind?) async throws -> [GateKeyRecord]
+    /// Every key of every organization, for the in-memory key table.
+    func allGateKeys() async throws -> [GateKeyRecord]
+    func gateKey(orgID: String, id: String) async throws -> GateKeyRecord?
+    /// Replaces the mutable fields (name, description, expiry, models, IPs, limits, budget).
+    /// Returns `false` if unknown.
+    func updateGateKey(_ record: GateKeyRecord, audit: AuditDraft) async throws -> Bool
+    func revokeGateKey(orgID: String, id: String, at: Date, audit: AuditDraft) async throws -> RevokeResult
+
+    // MARK: Change following
+
+    /// A number that grows with every committed change, visible to every process.
+    func changeSequence() async throws -> Int64
+
+    // MARK: Audit
+
+    /// Appends an entry that records no data change (access, denied request, failed login).
+    func appendAudit(_ draft: AuditDraft) async throws
+    /// Entries with `sequence > after`, oldest first; `orgID == nil` reads every org.
+    func auditEntries(orgID: String?, after: Int64, limit: Int) async throws -> [AuditEntry]
+}
