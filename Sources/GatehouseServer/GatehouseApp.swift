@@ -5,6 +5,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOSSL
+import GatehouseStore
 import ServiceLifecycle
 
 /// How `gatehouse serve` runs.
@@ -14,6 +15,8 @@ public struct ServeOptions: Sendable {
     public var tlsCertificate: String?
     public var tlsPrivateKey: String?
     public var plainHTTP = false
+    public var pricing: PricingTable = .shipped
+    public var upstreamTimeouts = UpstreamTimeouts()
 
     public init() {}
 
@@ -30,7 +33,13 @@ public struct ServeOptions: Sendable {
 public enum GatehouseApp {
     /// The router with every route; used by the server and by in-process tests.
     public static func buildRouter(plane: ControlPlane) -> Router<GatehouseRequestContext> {
+        buildRouter(plane: plane, gateway: Optional<Gateway<AsyncHTTPUpstream>>.none)
+    }
+
+    /// The router with the gateway (`/v1/*`) in front of the admin API.
+    public static func buildRouter<Client: UpstreamClient>(plane: ControlPlane, gateway: Gateway<Client>?) -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self)
+        if let gateway { router.add(middleware: gateway) }
         router.add(middleware: ErrorMiddleware())
         router.get("api/health") { _, _ in
             Response.json(.object(["status": .string("ok")]))
@@ -42,6 +51,10 @@ public enum GatehouseApp {
         }
         let manage = router.group("api").add(middleware: AdminAuthMiddleware(keyTable: plane.keyTable, permission: .manage))
         KeyRoutes(plane: plane).register(on: manage)
+        if let logs = plane.store as? any RequestLogStore {
+            let read = router.group("api").add(middleware: AdminAuthMiddleware(keyTable: plane.keyTable, permission: .read))
+            RequestRoutes(plane: plane, logs: logs).register(on: read)
+        }
         return router
     }
 
@@ -71,7 +84,14 @@ public enum GatehouseApp {
         plane: ControlPlane, options: ServeOptions, tls: TLSConfiguration?, logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) throws -> some ApplicationProtocol {
-        let router = buildRouter(plane: plane)
+        let upstream = AsyncHTTPUpstream(timeouts: options.upstreamTimeouts)
+        let logWriter: RequestLogWriter? = (plane.store as? any RequestLogStore).map {
+            RequestLogWriter(store: $0, keyTable: plane.keyTable, logger: logger)
+        }
+        let gateway = logWriter.map {
+            Gateway(plane: plane, upstream: upstream, pricing: options.pricing, logWriter: $0, headTimeout: options.upstreamTimeouts.head, logger: logger)
+        }
+        let router = buildRouter(plane: plane, gateway: gateway)
         let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(60))
         let server: HTTPServerBuilder
         if let tls {
@@ -94,7 +114,8 @@ public enum GatehouseApp {
             },
             logger: logger
         )
-        app.addServices(ChangeFollower(plane: plane, logger: logger))
+        app.addServices(ChangeFollower(plane: plane, logger: logger), UpstreamClientService(upstream: upstream))
+        if let logWriter { app.addServices(logWriter) }
         return app
     }
 }

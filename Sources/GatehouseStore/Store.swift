@@ -111,3 +111,17 @@ public protocol Store: Sendable {
     /// Entries with `sequence > after`, oldest first; `orgID == nil` reads every org.
     func auditEntries(orgID: String?, after: Int64, limit: Int) async throws -> [AuditEntry]
 }
+
+/// The request log: written in batches by a background writer, read by the admin API.
+///
+/// Kept apart from ``Store`` because its volume and access pattern differ (append-mostly,
+/// no audit entry per row); a store implements both.
+public protocol RequestLogStore: Sendable {
+    /// Inserts a batch in one transaction. Duplicate ids are ignored (a retried batch is safe).
+    func insertRequestLogs(_ records: [RequestLogRecord]) async throws
+    /// Entries matching `query`, newest first, at most `query.limit`.
+    func requestLogs(_ query: RequestLogQuery) async throws -> [RequestLogRecord]
+    func requestLog(orgID: String, id: String) async throws -> RequestLogRecord?
+    /// Totals per group over `[since, until)`, ordered by group.
+    func usage(orgID: String, groupBy: UsageGrouping, since: Date?, until: Date?) async throws -> [UsageRow]
+}

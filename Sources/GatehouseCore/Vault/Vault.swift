@@ -129,3 +129,12 @@ public struct OrgKeys: Sendable {
         return "hmac:" + Data(mac).prefix(12).map { String(format: "%02x", $0) }.joined()
     }
 }
+
+extension OrgKeys {
+    /// A keyed hash of an end-user id (hex), so logs can be filtered and grouped by user
+    /// without storing the id itself in plain text.
+    public func userHash(_ userID: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Data("user|\(userID)".utf8), using: pepper)
+        return Data(mac).prefix(16).map { String(format: "%02x", $0) }.joined()
+    }
+}

@@ -4,5 +4,1055 @@ openapi: 3.1.0
 info:
   title: Gatehouse admin API
   version: 0.1.0
-paths: {}
+  description: |
+    Management API of Gatehouse, a self-hosted LLM gateway: provider keys (upstream secrets,
+    stored encrypted and never returned), proxy keys (`gate_proxy_…`, used on the gateway) and
+    organization keys (`gate_api_…` admin keys, `gate_read_…` read-only keys).
+
+    **Authentication.** Every route except `GET /api/health` and `GET /api/openapi.yaml` needs
+    `Authorization: Bearer <key>` with an organization API key (`gate_api_…`). A missing,
+    malformed, unknown, revoked or expired credential always gets the same `401`
+    `authentication_error`. A valid proxy key or read-only key gets `403` `permission_denied`,
+    as does an API key used from an IP address outside its `allowed_ips`. Every route acts on
+    the caller's organization only; ids of other organizations are `404`.
+
+    **Request bodies** are JSON objects of at most 65536 bytes (larger: `413`) nested at most 16
+    levels deep. An empty body, malformed JSON, too deep nesting or a non-object is `400`
+    `invalid_request`; a missing, mistyped, invalid or unknown field is `422` `validation_error`
+    (the message names the field and never echoes its value). The `Content-Type` of a request is
+    not checked. Unless stated otherwise, an optional field sent as `null` is the same as
+    leaving it out.
+
+    **Errors** all have the shape `{"error": {"type", "message", "request_id"}}`. Every
+    response, success or error, carries a `Gatehouse-Request-Id` header (`req_` + 20 base62
+    characters) equal to `error.request_id` in error bodies. JSON responses carry
+    `Cache-Control: no-store`. Timestamps are RFC 3339 UTC (`Z`), with milliseconds only when
+    they are not zero.
+servers:
+  - url: https://127.0.0.1:8443
+security:
+  - bearerAuth: []
+tags:
+  - name: meta
+    description: Health and this document (no authentication).
+  - name: provider-keys
+    description: Upstream provider secrets, stored encrypted; only the last 4 characters are ever shown.
+  - name: proxy-keys
+    description: Gateway keys bound to one provider key.
+  - name: api-keys
+    description: Organization keys for this API (admin `api` keys and read-only `read` keys).
+
+paths:
+  /api/health:
+    get:
+      operationId: getHealth
+      summary: Liveness check
+      tags: [meta]
+      security: []
+      responses:
+        '200':
+          description: The server is up.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Health'
+
+  /api/openapi.yaml:
+    get:
+      operationId: getOpenAPIDocument
+      summary: This OpenAPI document
+      tags: [meta]
+      security: []
+      responses:
+        '200':
+          description: The OpenAPI 3.1 description of the admin API, as YAML (`application/yaml; charset=utf-8`).
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+          content:
+            application/yaml:
+              schema:
+                type: string
+
+  /api/provider-keys:
+    get:
+      operationId: listProviderKeys
+      summary: List the organization's provider keys
+      tags: [provider-keys]
+      responses:
+        '200':
+          description: Every provider key of the organization, oldest first.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/ProviderKeyList'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '500':
+          $ref: '#/components/responses/InternalError'
+    post:
+      operationId: createProviderKey
+      summary: Store a provider key
+      description: |
+        Encrypts and stores an upstream API key. The secret is never returned; the response shows
+        its last 4 characters (`last4`, empty for secrets shorter than 12 characters).
+      tags: [provider-keys]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: '#/components/schemas/ProviderKeyCreate'
+      responses:
+        '201':
+          description: The stored provider key.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/ProviderKey'
+        '400':
+          $ref: '#/components/responses/BadRequest'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '413':
+          $ref: '#/components/responses/PayloadTooLarge'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/provider-keys/{id}:
+    parameters:
+      - $ref: '#/components/parameters/ProviderKeyId'
+    get:
+      operationId: getProviderKey
+      summary: Get a provider key
+      tags: [provider-keys]
+      responses:
+        '200':
+          description: The provider key.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/ProviderKey'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '404':
+          $ref: '#/components/responses/NotFound'
+        '500':
+          $ref: '#/components/responses/InternalError'
+    delete:
+      operationId: deleteProviderKey
+      summary: Delete a provider key
+      description: |
+        Deletes the provider key and, in the same transaction, revokes every proxy key bound to
+        it that is not revoked yet. The proxy keys themselves are kept (with their
+        `provider_key_id`).
+      tags: [provider-keys]
+      responses:
+        '204':
+          description: Deleted (no body).
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '404':
+          $ref: '#/components/responses/NotFound'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/proxy-keys:
+    get:
+      operationId: listProxyKeys
+      summary: List the organization's proxy keys
+      description: Every proxy key of the organization, revoked and expired ones included, oldest first. Never includes the key text.
+      tags: [proxy-keys]
+      responses:
+        '200':
+          description: The proxy keys.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/ProxyKeyList'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '500':
+          $ref: '#/components/responses/InternalError'
+    post:
+      operationId: createProxyKey
+      summary: Create a proxy key
+      description: |
+        Creates a gateway key bound to one provider key of the organization. The response is the
+        only time the full key (`key`) is shown.
+      tags: [proxy-keys]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: '#/components/schemas/ProxyKeyCreate'
+      responses:
+        '201':
+          description: The new proxy key, with its full key text.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/CreatedProxyKey'
+        '400':
+          $ref: '#/components/responses/BadRequest'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '413':
+          $ref: '#/components/responses/PayloadTooLarge'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/proxy-keys/{id}:
+    parameters:
+      - $ref: '#/components/parameters/GateKeyId'
+    get:
+      operationId: getProxyKey
+      summary: Get a proxy key
+      description: The id of a key that is not a proxy key (an API or read-only key) is `404`.
+      tags: [proxy-keys]
+      responses:
+        '200':
+          description: The proxy key (never the key text).
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/ProxyKey'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '404':
+          $ref: '#/components/responses/NotFound'
+        '500':
+          $ref: '#/components/responses/InternalError'
+    patch:
+      operationId: updateProxyKey
+      summary: Update a proxy key
+      description: |
+        Changes the given fields; a field left out is unchanged and a nullable field sent as
+        `null` is cleared. `provider_key_id` cannot be changed. The body is checked before the
+        key is looked up, so an invalid body is `400`/`422` even for an unknown id. Revoked and
+        expired keys can be updated too (this does not un-revoke them).
+      tags: [proxy-keys]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: '#/components/schemas/ProxyKeyPatch'
+      responses:
+        '200':
+          description: The updated proxy key.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/ProxyKey'
+        '400':
+          $ref: '#/components/responses/BadRequest'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '404':
+          $ref: '#/components/responses/NotFound'
+        '413':
+          $ref: '#/components/responses/PayloadTooLarge'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/proxy-keys/{id}/revoke:
+    parameters:
+      - $ref: '#/components/parameters/GateKeyId'
+    post:
+      operationId: revokeProxyKey
+      summary: Revoke a proxy key
+      description: |
+        Revokes the key; it stops working on this instance before the response is sent. No
+        request body is read. Revoking an already revoked key is `409`.
+      tags: [proxy-keys]
+      responses:
+        '200':
+          description: The revoked proxy key (`status` is `revoked`).
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/ProxyKey'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '404':
+          $ref: '#/components/responses/NotFound'
+        '409':
+          $ref: '#/components/responses/Conflict'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/api-keys:
+    get:
+      operationId: listOrgKeys
+      summary: List the organization's API and read-only keys
+      description: Every `api` and `read` key of the organization (including the caller's own key), revoked and expired ones included, oldest first.
+      tags: [api-keys]
+      responses:
+        '200':
+          description: The organization keys.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/OrgKeyList'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '500':
+          $ref: '#/components/responses/InternalError'
+    post:
+      operationId: createOrgKey
+      summary: Create an API key or a read-only key
+      description: |
+        The response is the only time the full key (`key`) is shown. Proxy keys are created with
+        `POST /api/proxy-keys` (`kind: proxy` here is `422`).
+      tags: [api-keys]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: '#/components/schemas/OrgKeyCreate'
+      responses:
+        '201':
+          description: The new key, with its full key text.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/CreatedOrgKey'
+        '400':
+          $ref: '#/components/responses/BadRequest'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '413':
+          $ref: '#/components/responses/PayloadTooLarge'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/api-keys/{id}/revoke:
+    parameters:
+      - $ref: '#/components/parameters/GateKeyId'
+    post:
+      operationId: revokeOrgKey
+      summary: Revoke an API key or a read-only key
+      description: |
+        Revokes the key (the caller may revoke its own key). No request body is read. The id of
+        a proxy key is `404`; revoking an already revoked key is `409`.
+      tags: [api-keys]
+      responses:
+        '200':
+          description: The revoked key (`status` is `revoked`).
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/OrgKey'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '404':
+          $ref: '#/components/responses/NotFound'
+        '409':
+          $ref: '#/components/responses/Conflict'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+components:
+  securitySchemes:
+    bearerAuth:
+      type: http
+      scheme: bearer
+      bearerFormat: gate_api_… (organization API key)
+      description: |
+        An organization API key: `gate_api_` + 12-character key id + 32-character secret +
+        6-character checksum (base62). Read-only keys (`gate_read_…`) and proxy keys
+        (`gate_proxy_…`) authenticate but are refused with `403` on every route of this API.
+        The scheme name `Bearer` is case-insensitive.
+
+  parameters:
+    ProviderKeyId:
+      name: id
+      in: path
+      required: true
+      description: A provider key id (`pk_` + 16 base62 characters). Any other value is `404`.
+      schema:
+        type: string
+    GateKeyId:
+      name: id
+      in: path
+      required: true
+      description: A key id (12 base62 characters, the id embedded in the key). Any other value is `404`.
+      schema:
+        type: string
+
+  headers:
+    RequestId:
+      description: Unique id of this request (also `error.request_id` in error bodies and in the server log).
+      required: true
+      schema:
+        type: string
+        pattern: '^req_[0-9A-Za-z]{20}$'
+    CacheControl:
+      description: Admin data must not be cached.
+      required: true
+      schema:
+        type: string
+        const: no-store
+
+  responses:
+    BadRequest:
+      description: |
+        The body is empty, is not valid JSON, is nested more than 16 levels deep, or is not a
+        JSON object (`invalid_request`).
+      headers:
+        Gatehouse-Request-Id:
+          $ref: '#/components/headers/RequestId'
+        Cache-Control:
+          $ref: '#/components/headers/CacheControl'
+      content:
+        application/json:
+          schema:
+            allOf:
+              - $ref: '#/components/schemas/Error'
+              - properties:
+                  error:
+                    properties:
+                      type:
+                        const: invalid_request
+    Unauthorized:
+      description: |
+        No credential, or a malformed, unknown, wrong, revoked or expired one
+        (`authentication_error`, message `missing or invalid credentials`, whatever the reason).
+      headers:
+        Gatehouse-Request-Id:
+          $ref: '#/components/headers/RequestId'
+        Cache-Control:
+          $ref: '#/components/headers/CacheControl'
+      content:
+        application/json:
+          schema:
+            allOf:
+              - $ref: '#/components/schemas/Error'
+              - properties:
+                  error:
+                    properties:
+                      type:
+                        const: authentication_error
+    Forbidden:
+      description: |
+        A valid credential that may not use this route (`permission_denied`): a proxy key, a
+        read-only key, or an API key used from an IP address outside its `allowed_ips`.
+      headers:
+        Gatehouse-Request-Id:
+          $ref: '#/components/headers/RequestId'
+        Cache-Control:
+          $ref: '#/components/headers/CacheControl'
+      content:
+        application/json:
+          schema:
+            allOf:
+              - $ref: '#/components/schemas/Error'
+              - properties:
+                  error:
+                    properties:
+                      type:
+                        const: permission_denied
+    NotFound:
+      description: No such key in the caller's organization, or a key of another kind (`not_found`).
+      headers:
+        Gatehouse-Request-Id:
+          $ref: '#/components/headers/RequestId'
+        Cache-Control:
+          $ref: '#/components/headers/CacheControl'
+      content:
+        application/json:
+          schema:
+            allOf:
+              - $ref: '#/components/schemas/Error'
+              - properties:
+                  error:
+                    properties:
+                      type:
+                        const: not_found
+    Conflict:
+      description: The key is already revoked (`conflict`).
+      headers:
+        Gatehouse-Request-Id:
+          $ref: '#/components/headers/RequestId'
+        Cache-Control:
+          $ref: '#/components/headers/CacheControl'
+      content:
+        application/json:
+          schema:
+            allOf:
+              - $ref: '#/components/schemas/Error'
+              - properties:
+                  error:
+                    properties:
+                      type:
+                        const: conflict
+    PayloadTooLarge:
+      description: The request body is larger than 65536 bytes (`payload_too_large`).
+      headers:
+        Gatehouse-Request-Id:
+          $ref: '#/components/headers/RequestId'
+        Cache-Control:
+          $ref: '#/components/headers/CacheControl'
+      content:
+        application/json:
+          schema:
+            allOf:
+              - $ref: '#/components/schemas/Error'
+              - properties:
+                  error:
+                    properties:
+                      type:
+                        const: payload_too_large
+    ValidationFailed:
+      description: |
+        A field is missing, has the wrong type, is invalid, or is not accepted by this route
+        (`validation_error`). The message is `<field>: <problem>`, e.g.
+        `rate_limits[0].window_seconds: must be between 1 and 31622400`; values are never echoed.
+      headers:
+        Gatehouse-Request-Id:
+          $ref: '#/components/headers/RequestId'
+        Cache-Control:
+          $ref: '#/components/headers/CacheControl'
+      content:
+        application/json:
+          schema:
+            allOf:
+              - $ref: '#/components/schemas/Error'
+              - properties:
+                  error:
+                    properties:
+                      type:
+                        const: validation_error
+    InternalError:
+      description: An unexpected server-side failure (`internal_error`, message `internal error`); details go to the server log only.
+      headers:
+        Gatehouse-Request-Id:
+          $ref: '#/components/headers/RequestId'
+        Cache-Control:
+          $ref: '#/components/headers/CacheControl'
+      content:
+        application/json:
+          schema:
+            allOf:
+              - $ref: '#/components/schemas/Error'
+              - properties:
+                  error:
+                    properties:
+                      type:
+                        const: internal_error
+
+  schemas:
+    Health:
+      type: object
+      required: [status]
+      properties:
+        status:
+          type: string
+          const: ok
+
+    Error:
+      type: object
+      required: [error]
+      properties:
+        error:
+          type: object
+          required: [type, message, request_id]
+          properties:
+            type:
+              type: string
+              enum:
+                - invalid_request
+                - authentication_error
+                - permission_denied
+                - not_found
+                - conflict
+                - payload_too_large
+                - validation_error
+                - internal_error
+            message:
+              type: string
+              description: A message for humans; never contains secrets or submitted values.
+            request_id:
+              type: string
+              pattern: '^req_[0-9A-Za-z]{20}$'
+              description: The same value as the `Gatehouse-Request-Id` response header.
+
+    Provider:
+      type: string
+      enum: [openai, anthropic, openai-compatible]
+      description: |
+        The upstream kind. `openai-compatible` is any server that speaks the OpenAI API (vLLM,
+        Ollama, …) and needs a `base_url`.
+
+    Timestamp:
+      type: string
+      format: date-time
+      description: RFC 3339 UTC, e.g. `2025-01-31T12:00:00Z` or `2025-01-31T12:00:00.250Z`.
+
+    KeyStatus:
+      type: string
+      enum: [active, revoked, expired]
+      description: '`revoked` wins over `expired`.'
+
+    ProviderKey:
+      type: object
+      required: [id, name, provider, base_url, last4, created_at]
+      properties:
+        id:
+          type: string
+          pattern: '^pk_[0-9A-Za-z]{16}$'
+        name:
+          type: string
+        provider:
+          $ref: '#/components/schemas/Provider'
+        base_url:
+          type: string
+          description: |
+            The stored base URL (trailing `/` and a final `/v1` removed), or the provider's
+            default (`https://api.openai.com`, `https://api.anthropic.com`) when none was given.
+        last4:
+          type: string
+          maxLength: 4
+          description: The last 4 characters of the secret; empty when the secret is shorter than 12 characters.
+        created_at:
+          $ref: '#/components/schemas/Timestamp'
+
+    ProviderKeyCreate:
+      type: object
+      additionalProperties: false
+      required: [name, provider, api_key]
+      properties:
+        name:
+          type: string
+          minLength: 1
+          maxLength: 200
+          description: Leading and trailing spaces and tabs are trimmed; the rest must be non-empty, at most 200 characters and free of control characters.
+        provider:
+          $ref: '#/components/schemas/Provider'
+        base_url:
+          type: [string, 'null']
+          format: uri
+          maxLength: 2048
+          pattern: '^[Hh][Tt][Tt][Pp][Ss]?://[^/?#][^?#]*$'
+          description: |
+            Absolute `http://` or `https://` URL with a host and without user info, query or
+            fragment. Required for `openai-compatible`; optional (default: the provider's
+            public API) otherwise. Trailing `/` and a final `/v1` are removed before storing.
+        api_key:
+          type: string
+          minLength: 1
+          maxLength: 4096
+          pattern: '^[!-~]+$'
+          description: The provider's secret; printable ASCII without spaces. Never returned or logged.
+      if:
+        required: [provider]
+        properties:
+          provider:
+            const: openai-compatible
+      then:
+        required: [base_url]
+        properties:
+          base_url:
+            type: string
+
+    RateLimit:
+      type: object
+      additionalProperties: false
+      required: [metric, limit, window_seconds]
+      properties:
+        metric:
+          type: string
+          enum: [requests, tokens, cost_usd]
+        limit:
+          type: number
+          exclusiveMinimum: 0
+          description: Positive; a whole number unless `metric` is `cost_usd`.
+        window_seconds:
+          type: integer
+          minimum: 1
+          maximum: 31622400
+      if:
+        required: [metric]
+        properties:
+          metric:
+            enum: [requests, tokens]
+      then:
+        properties:
+          limit:
+            type: integer
+
+    Budget:
+      type: object
+      additionalProperties: false
+      required: [limit_usd, period]
+      properties:
+        limit_usd:
+          type: number
+          minimum: 0
+          maximum: 1000000000
+        period:
+          type: string
+          enum: [day, week, month, total]
+
+    AllowedIPs:
+      type: array
+      maxItems: 1000
+      items:
+        type: string
+      description: |
+        IPv4/IPv6 addresses or CIDR blocks the key may be used from; stored normalized as CIDR
+        (`10.0.0.1` becomes `10.0.0.1/32`). An empty list means no restriction.
+
+    AllowedModels:
+      type: array
+      maxItems: 1000
+      items:
+        type: string
+        minLength: 1
+        maxLength: 200
+      description: Model names the key may use.
+
+    ProxyKey:
+      type: object
+      required:
+        - id
+        - kind
+        - name
+        - description
+        - status
+        - provider_key_id
+        - expires_at
+        - allowed_models
+        - allowed_ips
+        - rate_limits
+        - budget
+        - created_at
+        - revoked_at
+      properties:
+        id:
+          type: string
+          pattern: '^[0-9A-Za-z]{12}$'
+          description: The key id (also embedded in the key text).
+        kind:
+          type: string
+          const: proxy
+        name:
+          type: string
+        description:
+          type: [string, 'null']
+        status:
+          $ref: '#/components/schemas/KeyStatus'
+        provider_key_id:
+          type: string
+          description: The provider key this key is bound to (kept after that provider key is deleted).
+        expires_at:
+          type: [string, 'null']
+          format: date-time
+        allowed_models:
+          type: [array, 'null']
+          items:
+            type: string
+          description: '`null`: any model.'
+        allowed_ips:
+          type: [array, 'null']
+          items:
+            type: string
+          description: '`null` or empty: any IP address.'
+        rate_limits:
+          type: array
+          items:
+            $ref: '#/components/schemas/RateLimit'
+          description: Empty when there are none (never `null`).
+        budget:
+          oneOf:
+            - $ref: '#/components/schemas/Budget'
+            - type: 'null'
+        created_at:
+          $ref: '#/components/schemas/Timestamp'
+        revoked_at:
+          type: [string, 'null']
+          format: date-time
+
+    CreatedProxyKey:
+      allOf:
+        - $ref: '#/components/schemas/ProxyKey'
+        - type: object
+          required: [key]
+          properties:
+            key:
+              type: string
+              pattern: '^gate_proxy_[0-9A-Za-z]{50}$'
+              description: The full key, shown only in this response.
+
+    ProxyKeyCreate:
+      type: object
+      additionalProperties: false
+      required: [name, provider_key_id]
+      properties:
+        name:
+          type: string
+          minLength: 1
+          maxLength: 200
+          description: Leading and trailing spaces and tabs are trimmed; the rest must be non-empty, at most 200 characters and free of control characters.
+        description:
+          type: [string, 'null']
+          maxLength: 2000
+        provider_key_id:
+          type: string
+          description: Id of a provider key of the organization (an unknown id is `422`).
+        expires_at:
+          type: [string, 'null']
+          format: date-time
+          description: Must be in the future. ISO 8601 with `T`, seconds and a zone (`Z` or `±hh:mm`).
+        allowed_models:
+          oneOf:
+            - $ref: '#/components/schemas/AllowedModels'
+            - type: 'null'
+        allowed_ips:
+          oneOf:
+            - $ref: '#/components/schemas/AllowedIPs'
+            - type: 'null'
+        rate_limits:
+          oneOf:
+            - type: array
+              maxItems: 20
+              items:
+                $ref: '#/components/schemas/RateLimit'
+            - type: 'null'
+        budget:
+          oneOf:
+            - $ref: '#/components/schemas/Budget'
+            - type: 'null'
+
+    ProxyKeyPatch:
+      type: object
+      additionalProperties: false
+      description: |
+        Every field is optional: a field left out is unchanged; `null` clears a nullable field
+        (no expiry, any model, any IP, no rate limits, no budget). `name` cannot be `null`.
+      properties:
+        name:
+          type: string
+          minLength: 1
+          maxLength: 200
+          description: Leading and trailing spaces and tabs are trimmed; the rest must be non-empty, at most 200 characters and free of control characters.
+        description:
+          type: [string, 'null']
+          maxLength: 2000
+        expires_at:
+          type: [string, 'null']
+          format: date-time
+          description: Must be in the future; `null` removes the expiry.
+        allowed_models:
+          oneOf:
+            - $ref: '#/components/schemas/AllowedModels'
+            - type: 'null'
+        allowed_ips:
+          oneOf:
+            - $ref: '#/components/schemas/AllowedIPs'
+            - type: 'null'
+        rate_limits:
+          oneOf:
+            - type: array
+              maxItems: 20
+              items:
+                $ref: '#/components/schemas/RateLimit'
+            - type: 'null'
+        budget:
+          oneOf:
+            - $ref: '#/components/schemas/Budget'
+            - type: 'null'
+
+    OrgKey:
+      type: object
+      required: [id, kind, name, description, status, expires_at, allowed_ips, created_at, revoked_at]
+      properties:
+        id:
+          type: string
+          pattern: '^[0-9A-Za-z]{12}$'
+          description: The key id (also embedded in the key text).
+        kind:
+          type: string
+          enum: [api, read]
+        name:
+          type: string
+        description:
+          type: [string, 'null']
+        status:
+          $ref: '#/components/schemas/KeyStatus'
+        expires_at:
+          type: [string, 'null']
+          format: date-time
+        allowed_ips:
+          type: [array, 'null']
+          items:
+            type: string
+          description: '`null` or empty: any IP address.'
+        created_at:
+          $ref: '#/components/schemas/Timestamp'
+        revoked_at:
+          type: [string, 'null']
+          format: date-time
+
+    CreatedOrgKey:
+      allOf:
+        - $ref: '#/components/schemas/OrgKey'
+        - type: object
+          required: [key]
+          properties:
+            key:
+              type: string
+              pattern: '^gate_(api|read)_[0-9A-Za-z]{50}$'
+              description: The full key, shown only in this response.
+
+    OrgKeyCreate:
+      type: object
+      additionalProperties: false
+      required: [name, kind]
+      properties:
+        name:
+          type: string
+          minLength: 1
+          maxLength: 200
+          description: Leading and trailing spaces and tabs are trimmed; the rest must be non-empty, at most 200 characters and free of control characters.
+        kind:
+          type: string
+          enum: [api, read]
+          description: '`api`: full access to this API; `read`: read-only key.'
+        description:
+          type: [string, 'null']
+          maxLength: 2000
+        expires_at:
+          type: [string, 'null']
+          format: date-time
+          description: Must be in the future.
+        allowed_ips:
+          oneOf:
+            - $ref: '#/components/schemas/AllowedIPs'
+            - type: 'null'
+
+    ProviderKeyList:
+      type: object
+      required: [data]
+      properties:
+        data:
+          type: array
+          items:
+            $ref: '#/components/schemas/ProviderKey'
+
+    ProxyKeyList:
+      type: object
+      required: [data]
+      properties:
+        data:
+          type: array
+          items:
+            $ref: '#/components/schemas/ProxyKey'
+
+    OrgKeyList:
+      type: object
+      required: [data]
+      properties:
+        data:
+          type: array
+          items:
+            $ref: '#/components/schemas/OrgKey'
 """#

@@ -106,6 +106,46 @@ enum SQLiteMigrations {
             """,
             "CREATE INDEX change_log_org ON change_log(org_id)",
         ]),
+        // The request log. Append-mostly and high-volume, so it records no audit entry and no
+        // change_log row per request. Personal data (user id, properties, bodies) is only ever
+        // stored sealed; user_hash is a keyed HMAC. proxy_key_id and provider_key_id have no
+        // foreign key: log rows outlive the keys they name.
+        SQLiteMigration(version: 2, statements: [
+            """
+            CREATE TABLE request_logs (
+                id                     TEXT PRIMARY KEY NOT NULL,
+                org_id                 TEXT NOT NULL REFERENCES organizations(id),
+                proxy_key_id           TEXT NOT NULL,
+                provider_key_id        TEXT NOT NULL,
+                provider               TEXT NOT NULL,
+                model                  TEXT,
+                method                 TEXT NOT NULL,
+                path                   TEXT NOT NULL,
+                status                 INTEGER NOT NULL,
+                streamed               INTEGER NOT NULL CHECK (streamed IN (0, 1)),
+                user_hash              TEXT,
+                user_sealed            BLOB,
+                properties_sealed      BLOB,
+                client_ip              TEXT NOT NULL,
+                started_at_ms          INTEGER NOT NULL,
+                latency_ms             REAL NOT NULL,
+                time_to_first_token_ms REAL,
+                overhead_ms            REAL NOT NULL,
+                prompt_tokens          INTEGER,
+                completion_tokens      INTEGER,
+                cached_tokens          INTEGER,
+                cost_micros            INTEGER,
+                error                  TEXT,
+                request_body_sealed    BLOB,
+                response_body_sealed   BLOB
+            ) STRICT
+            """,
+            // Newest-first listing and keyset paging over (started_at_ms, id).
+            "CREATE INDEX request_logs_org_time ON request_logs(org_id, started_at_ms DESC, id DESC)",
+            "CREATE INDEX request_logs_org_proxy_key ON request_logs(org_id, proxy_key_id, started_at_ms DESC)",
+            "CREATE INDEX request_logs_org_user ON request_logs(org_id, user_hash, started_at_ms DESC)",
+            "CREATE INDEX request_logs_org_model ON request_logs(org_id, model, started_at_ms DESC)",
+        ]),
     ]
 
     /// The newest schema version this binary understands.

@@ -14,7 +14,7 @@ import Glibc
 import Musl
 #endif
 
-/// The embedded ``Store``: one SQLite file, shared safely by several processes (the server and
+/// The embedded ``Store`` and ``RequestLogStore``: one SQLite file, shared safely by several processes (the server and
 /// the CLI) through WAL mode and `BEGIN IMMEDIATE` write transactions.
 ///
 /// Open it with ``open(path:logger:)``, call ``migrate()`` once, and ``close()`` it when done
@@ -567,6 +567,212 @@ public final class SQLiteStore: Store {
     }
 }
 
+// MARK: - Request log
+
+extension SQLiteStore: RequestLogStore {
+    /// Rows per `INSERT` statement. 25 binds a row keeps a statement far below SQLite's
+    /// 32 766-variable limit, and a batch of hundreds of rows takes a few round trips to the
+    /// driver's thread pool instead of one per row (the gate is held for the whole batch).
+    private static let requestLogRowsPerInsert = 100
+
+    private static let requestLogColumns = """
+        id, org_id, proxy_key_id, provider_key_id, provider, model, method, path, status, streamed, \
+        user_hash, user_sealed, properties_sealed, client_ip, started_at_ms, latency_ms, \
+        time_to_first_token_ms, overhead_ms, prompt_tokens, completion_tokens, cached_tokens, cost_micros, \
+        error, request_body_sealed, response_body_sealed
+        """
+    private static let requestLogColumnCount = 25
+
+    /// Inserts the batch in one transaction; rows whose id exists already (a retried batch, or a
+    /// repeat within the batch) are skipped. Writes no audit entry and does not bump
+    /// ``changeSequence()``: nothing other processes cache has changed.
+    ///
+    /// Only a duplicate id is skipped (`ON CONFLICT (id) DO UPDATE SET status = excluded.status`, unlike `INSERT OR IGNORE`,
+    /// which would also silently drop rows violating other constraints).
+    ///
+    /// - Throws: ``StoreError/conflict(_:)`` if a record's organization does not exist or a
+    ///   duration is NaN (SQLite would store it as NULL); then nothing of the batch is written.
+    public func insertRequestLogs(_ records: [RequestLogRecord]) async throws {
+        guard !records.isEmpty else { return }
+        for record in records
+        where record.latencyMs.isNaN || record.overheadMs.isNaN || record.timeToFirstTokenMs?.isNaN == true {
+            throw StoreError.conflict("insertRequestLogs: a duration is not a number")
+        }
+        let rowPlaceholders = "(" + Array(repeating: "?", count: Self.requestLogColumnCount).joined(separator: ", ") + ")"
+        try await writeTransaction("insertRequestLogs") { tx in
+            for start in stride(from: 0, to: records.count, by: Self.requestLogRowsPerInsert) {
+                let chunk = records[start..<min(start + Self.requestLogRowsPerInsert, records.count)]
+                let values = Array(repeating: rowPlaceholders, count: chunk.count).joined(separator: ", ")
+                _ = try await tx.query(
+                    "INSERT INTO request_logs (\(Self.requestLogColumns)) VALUES \(values) ON CONFLICT (id) DO UPDATE SET status = excluded.status",
+                    chunk.flatMap(Self.requestLogBinds(_:)))
+            }
+        }
+    }
+
+    /// The organization's entries matching every set filter, newest first (ties on the start
+    /// millisecond broken by descending id), at most `query.limit` clamped to 1...1000.
+    public func requestLogs(_ query: RequestLogQuery) async throws -> [RequestLogRecord] {
+        var conditions = ["org_id = ?"]
+        var binds: [SQLiteData] = [.text(query.orgID)]
+        if let proxyKeyID = query.proxyKeyID {
+            conditions.append("proxy_key_id = ?")
+            binds.append(.text(proxyKeyID))
+        }
+        if let userHash = query.userHash {
+            conditions.append("user_hash = ?")
+            binds.append(.text(userHash))
+        }
+        if let model = query.model {
+            conditions.append("model = ?")
+            binds.append(.text(model))
+        }
+        if let status = query.status {
+            conditions.append("status = ?")
+            binds.append(.integer(SQLiteInt64(status)))
+        }
+        Self.appendWindow(since: query.since, until: query.until, to: &conditions, &binds)
+        if let before = query.before {
+            // Strictly older in (started_at_ms DESC, id DESC) order. The leading `<=` is implied
+            // by the rest; it gives the planner a range to seek to instead of scanning from the
+            // newest entry on every page.
+            conditions.append("started_at_ms <= ? AND (started_at_ms < ? OR (started_at_ms = ? AND id < ?))")
+            binds += [.int64(before.startedAtMs), .int64(before.startedAtMs), .int64(before.startedAtMs), .text(before.id)]
+        }
+        binds.append(.integer(SQLiteInt64(min(max(query.limit, 1), 1000))))
+        let sql = """
+            SELECT \(Self.requestLogColumns) FROM request_logs
+            WHERE \(conditions.joined(separator: " AND "))
+            ORDER BY started_at_ms DESC, id DESC
+            LIMIT ?
+            """
+        return try await read("requestLogs") { db in
+            try await db.query(sql, binds).map(Self.requestLog(from:))
+        }
+    }
+
+    public func requestLog(orgID: String, id: String) async throws -> RequestLogRecord? {
+        try await read("requestLog") { db in
+            try await db.query(
+                "SELECT \(Self.requestLogColumns) FROM request_logs WHERE org_id = ? AND id = ?",
+                [.text(orgID), .text(id)]
+            ).first.map(Self.requestLog(from:))
+        }
+    }
+
+    /// Totals per group over `[since, until)`, ordered by group (ascending text; days are
+    /// `YYYY-MM-DD` in UTC, so that is chronological).
+    ///
+    /// - `model`: entries without a model count under `"unknown"`.
+    /// - `user`: entries without a user hash are left out. The sample is one entry of the group
+    ///   in the window that has a sealed user id (none if no entry has one).
+    /// - Token totals count a missing count as 0; `costMicros` sums the priced entries and
+    ///   `unpricedRequests` counts the entries without a cost.
+    public func usage(orgID: String, groupBy: UsageGrouping, since: Date?, until: Date?) async throws -> [UsageRow] {
+        let group: String = switch groupBy {
+        case .proxyKey: "proxy_key_id"
+        case .model: "coalesce(model, 'unknown')"
+        case .user: "user_hash"
+        case .day: "strftime('%Y-%m-%d', started_at_ms / 1000, 'unixepoch')"
+        }
+        var conditions = ["org_id = ?"]
+        var binds: [SQLiteData] = [.text(orgID)]
+        Self.appendWindow(since: since, until: until, to: &conditions, &binds)
+        if groupBy == .user {
+            conditions.append("user_hash IS NOT NULL")
+        }
+        // For `user`: the largest id among the group's entries that have a sealed user id is
+        // the sample (any entry would do: all entries of a user hash seal the same user id).
+        let sample = groupBy == .user ? "max(CASE WHEN user_sealed IS NOT NULL THEN id END)" : "NULL"
+        let totals = """
+            SELECT \(group) AS grp, count(*) AS requests,
+                sum(coalesce(prompt_tokens, 0)) AS prompt_tokens,
+                sum(coalesce(completion_tokens, 0)) AS completion_tokens,
+                sum(coalesce(cached_tokens, 0)) AS cached_tokens,
+                coalesce(sum(cost_micros), 0) AS cost_micros,
+                sum(cost_micros IS NULL) AS unpriced_requests,
+                \(sample) AS sample_id
+            FROM request_logs
+            WHERE \(conditions.joined(separator: " AND "))
+            GROUP BY grp
+            """
+        let sql: String
+        if groupBy == .user {
+            // The org condition on the join is redundant (ids are unique) but keeps every row
+            // read scoped; its placeholder comes after the totals' ones.
+            sql = """
+                SELECT t.*, s.user_sealed AS sample_user_sealed
+                FROM (\(totals)) AS t
+                LEFT JOIN request_logs AS s ON s.id = t.sample_id AND s.org_id = ?
+                ORDER BY t.grp
+                """
+            binds.append(.text(orgID))
+        } else {
+            sql = totals + "\nORDER BY grp"
+        }
+        return try await read("usage") { db in
+            try await db.query(sql, binds).map { row in
+                UsageRow(
+                    group: try row.text("grp"),
+                    sampleUserSealed: groupBy == .user ? try row.optionalData("sample_user_sealed") : nil,
+                    sampleRequestID: groupBy == .user ? try row.optionalText("sample_id") : nil,
+                    requests: Int(try row.int64("requests")),
+                    promptTokens: Int(try row.int64("prompt_tokens")),
+                    completionTokens: Int(try row.int64("completion_tokens")),
+                    cachedTokens: Int(try row.int64("cached_tokens")),
+                    costMicros: try row.int64("cost_micros"),
+                    unpricedRequests: Int(try row.int64("unpriced_requests")))
+            }
+        }
+    }
+
+    /// `since` inclusive, `until` exclusive, on the start time.
+    private static func appendWindow(since: Date?, until: Date?, to conditions: inout [String], _ binds: inout [SQLiteData]) {
+        if let since {
+            conditions.append("started_at_ms >= ?")
+            binds.append(.date(since))
+        }
+        if let until {
+            conditions.append("started_at_ms < ?")
+            binds.append(.date(until))
+        }
+    }
+
+    /// Binds in ``requestLogColumns`` order.
+    private static func requestLogBinds(_ record: RequestLogRecord) -> [SQLiteData] {
+        [
+            .text(record.id), .text(record.orgID), .text(record.proxyKeyID), .text(record.providerKeyID),
+            .text(record.provider), .optionalText(record.model), .text(record.method), .text(record.path),
+            .integer(SQLiteInt64(record.status)), .integer(record.streamed ? 1 : 0), .optionalText(record.userHash),
+            .optionalData(record.userSealed), .optionalData(record.propertiesSealed), .text(record.clientIP),
+            .date(record.startedAt), .float(record.latencyMs), .optionalFloat(record.timeToFirstTokenMs),
+            .float(record.overheadMs), .optionalInt(record.promptTokens), .optionalInt(record.completionTokens),
+            .optionalInt(record.cachedTokens), record.costMicros.map(SQLiteData.int64) ?? .null,
+            .optionalText(record.error), .optionalData(record.requestBodySealed),
+            .optionalData(record.responseBodySealed),
+        ]
+    }
+
+    private static func requestLog(from row: SQLiteRow) throws -> RequestLogRecord {
+        RequestLogRecord(
+            id: try row.text("id"), orgID: try row.text("org_id"), proxyKeyID: try row.text("proxy_key_id"),
+            providerKeyID: try row.text("provider_key_id"), provider: try row.text("provider"),
+            model: try row.optionalText("model"), method: try row.text("method"), path: try row.text("path"),
+            status: Int(try row.int64("status")), streamed: try row.int64("streamed") != 0,
+            userHash: try row.optionalText("user_hash"), userSealed: try row.optionalData("user_sealed"),
+            propertiesSealed: try row.optionalData("properties_sealed"), clientIP: try row.text("client_ip"),
+            startedAt: try row.date("started_at_ms"), latencyMs: try row.double("latency_ms"),
+            timeToFirstTokenMs: try row.optionalDouble("time_to_first_token_ms"),
+            overheadMs: try row.double("overhead_ms"),
+            promptTokens: try row.optionalInt64("prompt_tokens").map { Int($0) },
+            completionTokens: try row.optionalInt64("completion_tokens").map { Int($0) },
+            cachedTokens: try row.optionalInt64("cached_tokens").map { Int($0) },
+            costMicros: try row.optionalInt64("cost_micros"), error: try row.optionalText("error"),
+            requestBodySealed: try row.optionalData("request_body_sealed"),
+            responseBodySealed: try row.optionalData("response_body_sealed"))
+    }
+}
+
 // MARK: - Testing and diagnostics
 
 extension SQLiteStore {
@@ -669,6 +875,9 @@ extension SQLiteData {
     fileprivate static func optionalDate(_ date: Date?) -> SQLiteData { date.map(SQLiteData.date) ?? .null }
     fileprivate static func optionalText(_ text: String?) -> SQLiteData { text.map(SQLiteData.text) ?? .null }
     fileprivate static func data(_ data: Data) -> SQLiteData { .blob(ByteBuffer(bytes: data)) }
+    fileprivate static func optionalData(_ data: Data?) -> SQLiteData { data.map(SQLiteData.data) ?? .null }
+    fileprivate static func optionalInt(_ value: Int?) -> SQLiteData { value.map { .integer(SQLiteInt64($0)) } ?? .null }
+    fileprivate static func optionalFloat(_ value: Double?) -> SQLiteData { value.map(SQLiteData.float) ?? .null }
 
     /// JSON text for an optional value; `nil` is SQL NULL (distinct from an empty list).
     fileprivate static func json(_ value: (some Encodable)?, column: String) throws -> SQLiteData {
@@ -719,6 +928,27 @@ extension SQLiteRow {
     fileprivate func data(_ column: String) throws -> Data {
         guard case .blob(let buffer)? = self.column(column) else { throw mismatch(column) }
         return Data(buffer.readableBytesView)
+    }
+
+    fileprivate func optionalData(_ column: String) throws -> Data? {
+        switch self.column(column) {
+        case .blob(let buffer)?: return Data(buffer.readableBytesView)
+        case .null?: return nil
+        default: throw mismatch(column)
+        }
+    }
+
+    fileprivate func double(_ column: String) throws -> Double {
+        guard case .float(let value)? = self.column(column) else { throw mismatch(column) }
+        return value
+    }
+
+    fileprivate func optionalDouble(_ column: String) throws -> Double? {
+        switch self.column(column) {
+        case .float(let value)?: return value
+        case .null?: return nil
+        default: throw mismatch(column)
+        }
     }
 
     fileprivate func date(_ column: String) throws -> Date {

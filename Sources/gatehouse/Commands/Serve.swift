@@ -28,6 +28,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Serve plain HTTP. Allowed only on a loopback address.")
     var plainHttp = false
 
+    @Option(help: "Pricing overrides (JSON: {\"models\": {\"<model>\": {\"input\": <USD per 1M>, \"output\": <USD per 1M>, \"cached_input\"?: …, \"cache_write\"?: …}}}); merged over the shipped table.")
+    var pricing: String?
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -48,6 +51,9 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "gatehouse")
         let paths = common.paths
         // Everything that can fail closed happens before a port is opened.
+        if let pricing, FileManager.default.contents(atPath: pricing).flatMap({ try? PricingTable.parse($0) }) == nil {
+            throw GatehouseError.startup("the pricing file \(pricing) is missing or not valid pricing JSON")
+        }
         let opened = try await Installation.open(paths: paths, masterKey: common.masterKey, initialise: true, logger: logger)
         if let ownerKey = opened.ownerKey {
             Console.out("Gatehouse initialised a new installation in \(paths.dataDir).")
@@ -57,6 +63,12 @@ struct Serve: AsyncParsableCommand {
             Console.out("Owner API key (shown once): \(ownerKey)")
         }
         var options = ServeOptions()
+        if let pricing {
+            guard let data = FileManager.default.contents(atPath: pricing) else {
+                throw GatehouseError.startup("cannot read the pricing file \(pricing)")
+            }
+            options.pricing = PricingTable.shipped.merging(try PricingTable.parse(data))
+        }
         options.host = host
         options.port = port
         options.plainHTTP = plainHttp

@@ -1,0 +1,97 @@
+import Foundation
+
+/// List prices per model, in US dollars per million tokens, and the cost arithmetic.
+///
+/// Costs are integer micro-dollars. One token at a price of `p` USD per million tokens costs
+/// exactly `p` micro-dollars, so a cost is Σ tokens × price, rounded once at the end.
+/// An unknown model has no cost (`nil`), never a guess.
+public struct PricingTable: Sendable, Equatable {
+    public struct Price: Sendable, Equatable, Codable {
+        /// USD per 1M input tokens.
+        public var input: Double
+        /// USD per 1M output tokens.
+        public var output: Double
+        /// USD per 1M cached input tokens (read from the prompt cache); defaults to `input`.
+        public var cachedInput: Double?
+        /// USD per 1M tokens written to the prompt cache (Anthropic); defaults to `input`.
+        public var cacheWrite: Double?
+
+        public init(input: Double, output: Double, cachedInput: Double? = nil, cacheWrite: Double? = nil) {
+            self.input = input
+            self.output = output
+            self.cachedInput = cachedInput
+            self.cacheWrite = cacheWrite
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case input, output
+            case cachedInput = "cached_input"
+            case cacheWrite = "cache_write"
+        }
+    }
+
+    public var models: [String: Price]
+
+    public init(models: [String: Price]) {
+        self.models = models
+    }
+
+    public enum LoadError: Error, CustomStringConvertible {
+        case invalid(String)
+        public var description: String {
+            switch self { case .invalid(let why): "pricing table is not valid: \(why)" }
+        }
+    }
+
+    /// Parses `{"models": {"<model>": {"input": …, "output": …, "cached_input"?: …, "cache_write"?: …}}}`.
+    public static func parse(_ data: Data) throws -> PricingTable {
+        struct File: Decodable { var models: [String: Price] }
+        let file: File
+        do { file = try JSONDecoder().decode(File.self, from: data) } catch {
+            throw LoadError.invalid("expected {\"models\": {\"<model>\": {\"input\": <usd per 1M>, \"output\": <usd per 1M>}}}")
+        }
+        for (model, p) in file.models {
+            for v in [p.input, p.output, p.cachedInput ?? 0, p.cacheWrite ?? 0] where !(v.isFinite && v >= 0) {
+                throw LoadError.invalid("model \(model.prefix(100)) has a negative or non-finite price")
+            }
+        }
+        return PricingTable(models: file.models)
+    }
+
+    /// The shipped table, overlaid with `overrides` (their entries win).
+    public func merging(_ overrides: PricingTable) -> PricingTable {
+        PricingTable(models: models.merging(overrides.models, uniquingKeysWith: { _, new in new }))
+    }
+
+    /// The price of `model`: an exact match, else the longest listed name that the model
+    /// extends by a dated or `-latest` suffix (`gpt-4o-2024-08-06` → `gpt-4o`,
+    /// `claude-3-5-sonnet-20241022` → `claude-3-5-sonnet`).
+    public func price(for model: String) -> Price? {
+        if let p = models[model] { return p }
+        var best: (String, Price)? = nil
+        for (name, price) in models where model.hasPrefix(name + "-") {
+            let suffix = model.dropFirst(name.count + 1)
+            guard Self.isVersionSuffix(suffix) else { continue }
+            if best == nil || name.count > best!.0.count { best = (name, price) }
+        }
+        return best?.1
+    }
+
+    static func isVersionSuffix(_ s: Substring) -> Bool {
+        if s == "latest" { return true }
+        let digits = s.filter { $0 != "-" }
+        return digits.count == 8 && digits.allSatisfy(\.isASCII) && digits.allSatisfy(\.isNumber) && (s.count == 8 || s.count == 10)
+    }
+
+    /// Cost in micro-dollars, or `nil` for an unknown model.
+    public func costMicros(model: String?, usage: Usage) -> Int64? {
+        guard let model, let p = price(for: model) else { return nil }
+        let uncachedInput = max(0, usage.promptTokens - usage.cachedTokens - usage.cacheWriteTokens)
+        let micros =
+            Double(uncachedInput) * p.input
+            + Double(usage.cachedTokens) * (p.cachedInput ?? p.input)
+            + Double(usage.cacheWriteTokens) * (p.cacheWrite ?? p.input)
+            + Double(usage.completionTokens) * p.output
+        return Int64(micros.rounded(.toNearestOrAwayFromZero))
+    }
+}

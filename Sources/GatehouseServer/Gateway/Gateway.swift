@@ -1,0 +1,375 @@
+import Foundation
+import GatehouseCore
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+
+/// The data plane: `ANY /v1/*`, one request top to bottom.
+///
+/// authenticate (memory) → authorize (IP, model) → read the body once → swap in the provider
+/// key → forward → stream the response back while reading usage → enqueue the log entry.
+/// Nothing here waits on the database.
+public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
+    public typealias Context = GatehouseRequestContext
+
+    let keyTable: KeyTable
+    let plane: ControlPlane
+    let upstream: Client
+    let pricing: PricingTable
+    let logWriter: RequestLogWriter
+    let headTimeout: Duration
+    let logger: Logger
+
+    public init(
+        plane: ControlPlane, upstream: Client, pricing: PricingTable, logWriter: RequestLogWriter,
+        headTimeout: Duration = .seconds(600), logger: Logger
+    ) {
+        self.keyTable = plane.keyTable
+        self.plane = plane
+        self.upstream = upstream
+        self.pricing = pricing
+        self.logWriter = logWriter
+        self.headTimeout = headTimeout
+        self.logger = logger
+    }
+
+    public func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        let path = request.uri.path
+        guard path.hasPrefix("/v1/") else { return try await next(request, context) }
+        do {
+            return try await forward(request, path: path, context: context)
+        } catch {
+            return error.response(requestID: context.requestID)
+        }
+    }
+
+    func forward(_ request: Request, path: String, context: Context) async throws(GatewayError) -> Response {
+        let started = ContinuousClock.now
+        let startedAt = Date()
+
+        // 1. Who: a live proxy key, checked in memory.
+        guard let token = GatewayHTTP.credential(request.headers),
+            case .success(let key) = keyTable.authenticate(token, now: startedAt), key.kind == .proxy
+        else { throw .unauthenticated }
+        let snapshot = keyTable.snapshot
+        guard let providerKeyID = key.providerKeyID, let providerKey = snapshot.providerKeys[providerKeyID] else {
+            throw .unauthenticated
+        }
+
+        // 2. From where.
+        if let ips = key.allowedIPs, !ips.isEmpty {
+            guard IPAllowlist(ips.compactMap { CIDR($0) }).permits(context.peerAddress) else { throw .forbiddenIP }
+        }
+        guard GatewayHTTP.isSafePath(path) else { throw .badPath }
+
+        // 3. What: the body, read once and bounded.
+        var request = request
+        var body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: GatewayLimits.maxBodyBytes)
+        } catch {
+            throw .payloadTooLarge(limit: GatewayLimits.maxBodyBytes)
+        }
+        let info = try RequestBodyInfo.parse(body, contentType: request.headers[.contentType])
+        if let allowed = key.allowedModels, !allowed.isEmpty {
+            guard let model = info?.model, allowed.contains(model) else { throw .modelNotAllowed }
+        }
+        let adapter = ProviderAdapter(provider: providerKey.provider)
+        var hideUsageChunk = false
+        if let info, adapter.wantsIncludeUsage(path: path, info: info) {
+            body = RequestBodyInfo.addingIncludeUsage(to: body)
+            hideUsageChunk = true
+        }
+
+        // 4. The provider key, only in memory.
+        let secret: String
+        do { secret = try plane.providerSecret(for: providerKey) } catch {
+            logger.error("provider key failed to decrypt", metadata: ["provider_key_id": "\(providerKey.id)"])
+            throw .internalError
+        }
+        guard let baseURL = providerKey.baseURL ?? providerKey.provider.defaultBaseURL else { throw .internalError }
+        var url = baseURL + path
+        if let query = request.uri.query, !query.isEmpty { url += "?" + query }
+        let upstreamRequest = UpstreamRequest(
+            url: url, method: request.method.rawValue,
+            headers: GatewayHTTP.forwardHeaders(request.headers, adapter: adapter, secret: secret),
+            body: body.readableBytes > 0 ? body : nil, headTimeout: headTimeout)
+
+        let metadata = RequestMetadata(headers: request.headers)
+        var log = RequestLogRecord(
+            id: context.requestID, orgID: key.orgID, proxyKeyID: key.id, providerKeyID: providerKey.id,
+            provider: providerKey.provider.rawValue, model: info?.model, method: request.method.rawValue, path: path,
+            status: 0, streamed: info?.stream ?? false, userHash: nil, userSealed: nil, propertiesSealed: nil,
+            clientIP: context.clientIP, startedAt: startedAt, latencyMs: 0, timeToFirstTokenMs: nil, overheadMs: 0,
+            promptTokens: nil, completionTokens: nil, cachedTokens: nil, costMicros: nil, error: nil,
+            requestBodySealed: nil, responseBodySealed: nil)
+        var properties = metadata.properties
+        if let session = metadata.sessionID { properties["session_id"] = session }
+        let pending = PendingRequestLog(
+            record: log, userID: metadata.userID ?? info?.user, properties: properties,
+            requestBody: metadata.omitRequest ? nil : body, responseBody: nil)
+
+        // 5. Forward.
+        let beforeUpstream = ContinuousClock.now
+        let response: UpstreamResponse<Client.Body>
+        do {
+            response = try await upstream.execute(upstreamRequest)
+        } catch {
+            let timedOut = GatewayHTTP.isTimeout(error)
+            log.status = timedOut ? 504 : 502
+            log.error = timedOut ? "upstream_timeout" : "upstream_unreachable"
+            log.latencyMs = GatewayHTTP.ms(ContinuousClock.now - started)
+            log.overheadMs = GatewayHTTP.ms(beforeUpstream - started)
+            var failed = pending
+            failed.record = log
+            logWriter.enqueue(failed)
+            throw timedOut ? .upstreamTimeout : .upstreamUnreachable
+        }
+        let headReceived = ContinuousClock.now
+
+        // 6. Stream the answer back, reading usage on the way.
+        let isSSE = response.headers.contains { $0.0.lowercased() == "content-type" && $0.1.lowercased().hasPrefix("text/event-stream") }
+        var headers = GatewayHTTP.responseHeaders(response.headers, dropLength: hideUsageChunk && isSSE)
+        headers[.gatehouseRequestID] = context.requestID
+        let preOverhead = beforeUpstream - started
+        headers[.gatehouseOverheadMs] = GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived))
+        let streamState = StreamContext(
+            started: started, headReceived: headReceived, preOverhead: preOverhead, isSSE: isSSE,
+            hideUsageChunk: hideUsageChunk, captureResponse: !metadata.omitResponse, dialect: adapter.dialect,
+            requestedModel: info?.model, status: response.status, pending: pending, pricing: pricing, writer: logWriter)
+        let upstreamBody = response.body
+        return Response(
+            status: .init(code: response.status), headers: headers,
+            body: ResponseBody { writer in
+                try await streamState.pump(upstreamBody, into: &writer)
+            })
+    }
+}
+
+/// Header, path and timing helpers of the gateway.
+enum GatewayHTTP {
+    /// The proxy key from `Authorization: Bearer`, `x-api-key` or `Helicone-Auth: Bearer`.
+    static func credential(_ headers: HTTPFields) -> Substring? {
+        if let token = AdminAuthMiddleware.bearerToken(headers[.authorization]), token.hasPrefix("gate_") { return token }
+        if let key = headers[.xAPIKey], !key.isEmpty { return Substring(key) }
+        if let token = AdminAuthMiddleware.bearerToken(headers[.heliconeAuth]) { return token }
+        return AdminAuthMiddleware.bearerToken(headers[.authorization])
+    }
+
+    // MARK: Headers
+
+    /// Headers never forwarded to a provider: hop-by-hop, our own, client credentials, and
+    /// anything that would change the bytes (compression) or leak the client's network.
+    static let droppedRequestHeaders: Set<String> = [
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+        "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-api-key", "api-key",
+        "accept-encoding", "cookie", "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+        "x-real-ip", "expect",
+    ]
+
+    static func forwardHeaders(_ fields: HTTPFields, adapter: ProviderAdapter, secret: String) -> [(String, String)] {
+        var connectionListed: Set<String> = []
+        for value in fields[values: .connection] {
+            for token in value.split(separator: ",") { connectionListed.insert(token.trimmingCharacters(in: .whitespaces).lowercased()) }
+        }
+        var out: [(String, String)] = []
+        out.reserveCapacity(fields.count + 2)
+        var present: Set<String> = []
+        for field in fields {
+            let name = field.name.canonicalName
+            if droppedRequestHeaders.contains(name) || connectionListed.contains(name) { continue }
+            if name.hasPrefix("helicone-") || name.hasPrefix("gatehouse-") || name.hasPrefix("proxy-") { continue }
+            out.append((field.name.rawName, field.value))
+            present.insert(name)
+        }
+        out.append(contentsOf: adapter.defaultHeaders(present: { present.contains($0) }))
+        out.append(contentsOf: adapter.authHeaders(secret: secret))
+        return out
+    }
+
+    static let droppedResponseHeaders: Set<String> = [
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+        "transfer-encoding", "upgrade", "server", "date", "set-cookie", "alt-svc", "content-length",
+    ]
+
+    static func responseHeaders(_ upstream: [(String, String)], dropLength: Bool) -> HTTPFields {
+        var fields = HTTPFields()
+        var contentLength: String? = nil
+        for (name, value) in upstream {
+            let lower = name.lowercased()
+            if lower == "content-length" { contentLength = value }
+            if droppedResponseHeaders.contains(lower) { continue }
+            if let field = HTTPField.Name(name) { fields.append(HTTPField(name: field, value: value)) }
+        }
+        if !dropLength, let contentLength { fields[.contentLength] = contentLength }
+        return fields
+    }
+
+    /// Refuses dot segments and encoded slashes or dots, so the path stays under `/v1/` of the
+    /// provider's base URL whatever the provider's router does with it.
+    static func isSafePath(_ path: String) -> Bool {
+        let lower = path.lowercased()
+        if lower.contains("%2f") || lower.contains("%2e") || lower.contains("%5c") || lower.contains("\\") { return false }
+        for segment in path.split(separator: "/", omittingEmptySubsequences: false).dropFirst() {
+            if segment == "." || segment == ".." { return false }
+        }
+        return path.utf8.count <= 2048
+    }
+
+    static func isTimeout(_ error: any Error) -> Bool {
+        let text = String(describing: error).lowercased()
+        return text.contains("timeout") || text.contains("deadline")
+    }
+
+    static func ms(_ d: Duration) -> Double {
+        let (s, atto) = d.components
+        return Double(s) * 1000 + Double(atto) / 1e15
+    }
+
+    static func msText(_ d: Duration) -> String {
+        String(format: "%.3f", ms(d))
+    }
+}
+
+/// The state of one streamed response; consumes the upstream body, writes to the client,
+/// and enqueues the log entry however the stream ends (completion, upstream error, or the
+/// client going away).
+struct StreamContext: Sendable {
+    let started: ContinuousClock.Instant
+    let headReceived: ContinuousClock.Instant
+    let preOverhead: Duration
+    let isSSE: Bool
+    let hideUsageChunk: Bool
+    let captureResponse: Bool
+    let dialect: UsageDialect
+    let requestedModel: String?
+    let status: Int
+    let pending: PendingRequestLog
+    let pricing: PricingTable
+    let writer: RequestLogWriter
+
+    func pump<Body: AsyncSequence>(_ body: Body, into out: inout any ResponseBodyWriter) async throws
+    where Body.Element == ByteBuffer {
+        var extractor = UsageExtractor(dialect: dialect)
+        var splitter = SSEEventSplitter()
+        var captured: [UInt8] = []
+        var capturedAll = true
+        var firstChunkAt: ContinuousClock.Instant? = nil
+        var failure: String? = nil
+        var thrown: (any Error)? = nil
+
+        func capture(_ bytes: some Collection<UInt8>) {
+            guard capturedAll else { return }
+            if captured.count + bytes.count <= GatewayLimits.maxCapturedResponseBytes {
+                captured.append(contentsOf: bytes)
+            } else {
+                capturedAll = false
+            }
+        }
+
+        do {
+            for try await chunk in body {
+                if firstChunkAt == nil { firstChunkAt = .now }
+                let view = chunk.readableBytesView
+                if isSSE {
+                    let events = splitter.feed(view)
+                    if hideUsageChunk {
+                        for event in events {
+                            let usageOnly = observe(event, into: &extractor)
+                            if usageOnly { continue }
+                            capture(event.raw)
+                            try await out.write(ByteBuffer(bytes: event.raw))
+                        }
+                    } else {
+                        capture(view)
+                        try await out.write(chunk)
+                        for event in events { _ = observe(event, into: &extractor) }
+                    }
+                } else {
+                    capture(view)
+                    try await out.write(chunk)
+                }
+            }
+            if isSSE, let rest = splitter.finish() {
+                let usageOnly = observe(rest, into: &extractor)
+                if hideUsageChunk && !usageOnly {
+                    capture(rest.raw)
+                    try await out.write(ByteBuffer(bytes: rest.raw))
+                }
+            }
+            try await out.finish(nil)
+        } catch {
+            failure = "stream_interrupted"
+            thrown = error
+        }
+        if !isSSE, capturedAll {
+            extractor.observe(json: captured)
+        }
+        var record = pending.record
+        let end = ContinuousClock.now
+        record.status = status
+        record.latencyMs = GatewayHTTP.ms(end - started)
+        record.overheadMs = GatewayHTTP.ms(preOverhead)
+        record.timeToFirstTokenMs = firstChunkAt.map { GatewayHTTP.ms($0 - started) }
+        if let model = extractor.model ?? requestedModel { record.model = model }
+        if let usage = extractor.usage {
+            record.promptTokens = usage.promptTokens
+            record.completionTokens = usage.completionTokens
+            record.cachedTokens = usage.cachedTokens
+            record.costMicros = pricing.costMicros(model: record.model, usage: usage)
+        }
+        if status >= 400 { record.error = failure ?? "upstream_status_\(status)" } else { record.error = failure }
+        var entry = pending
+        entry.record = record
+        if captureResponse { entry.responseBody = captured }
+        writer.enqueue(entry)
+        if let thrown { throw thrown }
+    }
+
+    /// Feeds one SSE event to the usage extractor; returns `true` when it is the usage-only
+    /// chunk the gateway asked for (`"choices":[]` with a `usage` object), which is hidden.
+    func observe(_ event: SSEEvent, into extractor: inout UsageExtractor) -> Bool {
+        guard !event.data.isEmpty, Self.mentionsUsageObject(event.data) || dialect == .anthropic && event.name == "message_start" else {
+            if dialect == .openai, extractor.model == nil, !event.data.isEmpty, event.data.first == UInt8(ascii: "{") {
+                extractor.observe(json: event.data)  // first chunk carries the model
+            }
+            return false
+        }
+        guard let object = MiniJSON.parseObject(event.data) else { return false }
+        extractor.observe(object: object)
+        if hideUsageChunk, case .array(let choices)? = object["choices"], choices.isEmpty, case .object? = object["usage"] {
+            return true
+        }
+        return false
+    }
+
+    /// `"usage"` followed by `:` and `{` (skipping whitespace): cheap test before parsing, since
+    /// every OpenAI stream chunk carries `"usage":null`.
+    static func mentionsUsageObject(_ data: [UInt8]) -> Bool {
+        let needle = Array(#""usage""#.utf8)
+        var i = 0
+        let n = data.count
+        while i + needle.count <= n {
+            if data[i] == needle[0], data[i..<(i + needle.count)].elementsEqual(needle) {
+                var j = i + needle.count
+                while j < n, data[j] == 0x20 || data[j] == 0x0A || data[j] == 0x0D || data[j] == 0x09 { j += 1 }
+                if j < n, data[j] == UInt8(ascii: ":") {
+                    j += 1
+                    while j < n, data[j] == 0x20 || data[j] == 0x0A || data[j] == 0x0D || data[j] == 0x09 { j += 1 }
+                    if j < n, data[j] == UInt8(ascii: "{") { return true }
+                }
+            }
+            i += 1
+        }
+        return false
+    }
+}
+
+extension HTTPField.Name {
+    static let xAPIKey = Self("x-api-key")!
+    static let heliconeAuth = Self("Helicone-Auth")!
+    static let gatehouseOverheadMs = Self("Gatehouse-Overhead-Ms")!
+}

@@ -1,0 +1,83 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// Errors answered on `/v1/*`, in the OpenAI error shape
+/// `{"error":{"message","type","code"}}` so that every OpenAI-compatible SDK raises the
+/// matching exception. Messages never contain credentials.
+public enum GatewayError: Error, Sendable, Equatable {
+    case unauthenticated
+    case forbiddenIP
+    case modelNotAllowed
+    case badJSON(String)
+    case badPath
+    case payloadTooLarge(limit: Int)
+    case upstreamUnreachable
+    case upstreamTimeout
+    case internalError
+
+    var status: HTTPResponse.Status {
+        switch self {
+        case .unauthenticated: .unauthorized
+        case .forbiddenIP, .modelNotAllowed: .forbidden
+        case .badJSON, .badPath: .badRequest
+        case .payloadTooLarge: .contentTooLarge
+        case .upstreamUnreachable: .badGateway
+        case .upstreamTimeout: .gatewayTimeout
+        case .internalError: .internalServerError
+        }
+    }
+
+    var type: String {
+        switch self {
+        case .unauthenticated: "authentication_error"
+        case .forbiddenIP, .modelNotAllowed: "permission_denied"
+        case .badJSON, .badPath, .payloadTooLarge: "invalid_request_error"
+        case .upstreamUnreachable, .upstreamTimeout: "upstream_error"
+        case .internalError: "server_error"
+        }
+    }
+
+    var code: String {
+        switch self {
+        case .unauthenticated: "invalid_api_key"
+        case .forbiddenIP: "ip_not_allowed"
+        case .modelNotAllowed: "model_not_allowed"
+        case .badJSON: "invalid_json"
+        case .badPath: "invalid_path"
+        case .payloadTooLarge: "request_too_large"
+        case .upstreamUnreachable: "upstream_unreachable"
+        case .upstreamTimeout: "upstream_timeout"
+        case .internalError: "internal_error"
+        }
+    }
+
+    var message: String {
+        switch self {
+        case .unauthenticated: "Invalid Gatehouse proxy key. Pass a proxy key as a Bearer token or x-api-key."
+        case .forbiddenIP: "This proxy key may not be used from your IP address."
+        case .modelNotAllowed: "This proxy key may not use the requested model."
+        case .badJSON(let why): "Request body is not valid JSON: \(why)."
+        case .badPath: "Invalid request path."
+        case .payloadTooLarge(let limit): "Request body is larger than the limit of \(limit) bytes."
+        case .upstreamUnreachable: "The provider could not be reached."
+        case .upstreamTimeout: "The provider did not answer in time."
+        case .internalError: "Internal error."
+        }
+    }
+
+    /// The log's short description of the error.
+    var logText: String { code }
+
+    func response(requestID: String) -> Response {
+        let body = JSONValue.object([
+            "error": .object(["message": .string(message), "type": .string(type), "code": .string(code), "param": .null])
+        ])
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        headers[.gatehouseRequestID] = requestID
+        if self == .unauthenticated { headers[.wwwAuthenticate] = "Bearer" }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.encoded())))
+    }
+}

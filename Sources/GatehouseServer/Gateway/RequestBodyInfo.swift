@@ -1,0 +1,72 @@
+import Foundation
+import GatehouseCore
+import NIOCore
+
+/// What the gateway needs from a client's JSON body, read in one pass; the original bytes
+/// are forwarded untouched unless a field must be added (then they are patched, not re-encoded).
+struct RequestBodyInfo: Sendable {
+    var model: String?
+    var stream = false
+    /// `stream_options` present at all.
+    var hasStreamOptions = false
+    var includeUsage = false
+    var user: String?
+    var maxTokens: Int?
+
+    /// Parses `body` if it is a JSON object; `nil` for an empty body. Throws for invalid JSON
+    /// when the client said it is sending JSON.
+    static func parse(_ body: ByteBuffer, contentType: String?) throws(GatewayError) -> RequestBodyInfo? {
+        guard body.readableBytes > 0 else { return nil }
+        // Declared JSON must be JSON. Undeclared bodies (curl's default form type) are read as
+        // JSON when they look like an object, and otherwise passed through unread.
+        let declaredJSON = contentType.map { $0.lowercased().contains("json") } ?? false
+        let firstByte = body.readableBytesView.first(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) })
+        guard declaredJSON || firstByte == UInt8(ascii: "{") else { return nil }
+        guard jsonNestingDepth(body.readableBytesView) <= GatewayLimits.maxJSONDepth else {
+            throw .badJSON("nested too deeply")
+        }
+        guard let object = MiniJSON.parseObject(body.readableBytesView) else {
+            if !declaredJSON { return nil }
+            throw .badJSON("expected a JSON object")
+        }
+        var info = RequestBodyInfo()
+        info.model = object["model"]?.string
+        info.stream = object["stream"]?.bool ?? false
+        if case .object(let options)? = object["stream_options"] {
+            info.hasStreamOptions = true
+            info.includeUsage = options["include_usage"]?.bool ?? false
+        } else if object["stream_options"] != nil {
+            info.hasStreamOptions = true
+        }
+        info.user = object["user"]?.string
+        info.maxTokens = object["max_tokens"]?.int ?? object["max_completion_tokens"]?.int ?? object["max_output_tokens"]?.int
+        return info
+    }
+
+    /// Adds `"stream_options":{"include_usage":true}` right after the opening brace, leaving
+    /// every other byte as the client sent it.
+    static func addingIncludeUsage(to body: ByteBuffer) -> ByteBuffer {
+        let bytes = body.readableBytesView
+        guard let brace = bytes.firstIndex(of: UInt8(ascii: "{")) else { return body }
+        var out = ByteBuffer()
+        out.reserveCapacity(body.readableBytes + 48)
+        out.writeBytes(bytes[bytes.startIndex...brace])
+        out.writeString(#""stream_options":{"include_usage":true}"#)
+        // A comma only if the object is not empty.
+        let rest = bytes[(brace + 1)...]
+        if let next = rest.first(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) }), next != UInt8(ascii: "}") {
+            out.writeString(",")
+        }
+        out.writeBytes(rest)
+        return out
+    }
+}
+
+/// Bounds on gateway input.
+public enum GatewayLimits {
+    public static let maxBodyBytes = 32 * 1024 * 1024
+    public static let maxJSONDepth = 64
+    /// How much of a response body is kept for the request log (and for usage parsing of
+    /// non-streaming responses).
+    public static let maxCapturedResponseBytes = 4 * 1024 * 1024
+}

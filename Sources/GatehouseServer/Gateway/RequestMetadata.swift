@@ -1,0 +1,32 @@
+import HTTPTypes
+
+/// Helicone-compatible request metadata headers.
+struct RequestMetadata: Sendable {
+    var userID: String?
+    var sessionID: String?
+    var properties: [String: String] = [:]
+    var omitRequest = false
+    var omitResponse = false
+
+    static let maxValueLength = 512
+    static let maxProperties = 50
+
+    init(headers: HTTPFields) {
+        for field in headers {
+            let name = field.name.canonicalName
+            guard name.hasPrefix("helicone-") else { continue }
+            let value = String(field.value.prefix(Self.maxValueLength))
+            switch name {
+            case "helicone-user-id": userID = value
+            case "helicone-session-id": sessionID = value
+            case "helicone-omit-request": omitRequest = value.lowercased() == "true"
+            case "helicone-omit-response": omitResponse = value.lowercased() == "true"
+            default:
+                if name.hasPrefix("helicone-property-"), properties.count < Self.maxProperties {
+                    let key = String(name.dropFirst("helicone-property-".count).prefix(100))
+                    if !key.isEmpty { properties[key] = value }
+                }
+            }
+        }
+    }
+}
