@@ -587,7 +587,7 @@ extension SQLiteStore: RequestLogStore {
     /// repeat within the batch) are skipped. Writes no audit entry and does not bump
     /// ``changeSequence()``: nothing other processes cache has changed.
     ///
-    /// Only a duplicate id is skipped (`ON CONFLICT (id) DO UPDATE SET status = excluded.status`, unlike `INSERT OR IGNORE`,
+    /// Only a duplicate id is skipped (`ON CONFLICT (id) DO NOTHING`, unlike `INSERT OR IGNORE`,
     /// which would also silently drop rows violating other constraints).
     ///
     /// - Throws: ``StoreError/conflict(_:)`` if a record's organization does not exist or a
@@ -604,7 +604,7 @@ extension SQLiteStore: RequestLogStore {
                 let chunk = records[start..<min(start + Self.requestLogRowsPerInsert, records.count)]
                 let values = Array(repeating: rowPlaceholders, count: chunk.count).joined(separator: ", ")
                 _ = try await tx.query(
-                    "INSERT INTO request_logs (\(Self.requestLogColumns)) VALUES \(values) ON CONFLICT (id) DO UPDATE SET status = excluded.status",
+                    "INSERT INTO request_logs (\(Self.requestLogColumns)) VALUES \(values) ON CONFLICT (id) DO NOTHING",
                     chunk.flatMap(Self.requestLogBinds(_:)))
             }
         }
@@ -689,7 +689,7 @@ extension SQLiteStore: RequestLogStore {
                 sum(coalesce(prompt_tokens, 0)) AS prompt_tokens,
                 sum(coalesce(completion_tokens, 0)) AS completion_tokens,
                 sum(coalesce(cached_tokens, 0)) AS cached_tokens,
-                coalesce(sum(cost_micros), 0) AS cost_micros,
+                sum(coalesce(cost_micros, 1)) AS cost_micros,
                 sum(cost_micros IS NULL) AS unpriced_requests,
                 \(sample) AS sample_id
             FROM request_logs
