@@ -89,7 +89,9 @@ public enum GatehouseApp {
             RequestLogWriter(store: $0, keyTable: plane.keyTable, logger: logger)
         }
         let gateway = logWriter.map {
-            Gateway(plane: plane, upstream: upstream, pricing: options.pricing, logWriter: $0, headTimeout: options.upstreamTimeouts.head, logger: logger)
+            Gateway(
+                plane: plane, upstream: upstream, pricing: options.pricing, logWriter: $0, ledger: plane.ledger,
+                headTimeout: options.upstreamTimeouts.head, logger: logger)
         }
         let router = buildRouter(plane: plane, gateway: gateway)
         let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(60))

@@ -407,7 +407,10 @@ struct RequestLogStoreTests {
             // since inclusive (a2 at exactly midnight), until exclusive (a4 at the next midnight).
             #expect(try await store.usage(
                 orgID: "o1", groupBy: .day, since: date(ms: midnight), until: date(ms: midnight + day)
-            ).map(\.group) == ["2023-11-15"])
+            ) == [
+                UsageRow(group: "2023-11-15", requests: 3, promptTokens: 103, completionTokens: 207, cachedTokens: 1,
+                         costMicros: 1_000_000_000_050, unpricedRequests: 1),
+            ])
             #expect(try await store.usage(
                 orgID: "o1", groupBy: .proxyKey, since: date(ms: midnight + day + 1), until: nil
             ).isEmpty)

@@ -196,13 +196,17 @@ REGISTRY = Registry()
 
 
 def keyring_entries(text: str) -> list[str]:
-    """The base64 values of a keyring text (one base64 value, or `<version>:<base64>` lines)."""
+    """The base64 values of a keyring text: one base64 value, or `<version>:<base64>` entries
+    (one per line or comma-separated); lines starting with `#` are comments."""
     out = []
-    for raw in re.split(r"[\n,\r]", text):
-        line = raw.strip()
+    for raw_line in re.split(r"[\n\r]", text):
+        line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
-        out.append(line.split(":", 1)[1].strip() if ":" in line else line)
+        for part in line.split(","):
+            part = part.strip()
+            if part:
+                out.append(part.split(":", 1)[1].strip() if ":" in part else part)
     return out
 
 
@@ -518,6 +522,8 @@ class Gatehouse:
         if self.proc is None:
             return None
         proc, self.proc = self.proc, None
+        self._session.close()  # idle keep-alive connections would hold up a graceful shutdown
+        self._session = requests.Session()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -570,8 +576,10 @@ class Gatehouse:
             if not opened and port_accepts(port):
                 opened = True
             time.sleep(0.02)
-        if port_accepts(port):
-            opened = True
+        if opened and rc is not None and port_accepts(port):
+            # Our process is gone but the port still answers: another process owns it, so what
+            # was seen proves nothing about ours.
+            opened = False
         return ExitResult(rc, out.read_text(errors="replace"), err.read_text(errors="replace"), port, opened)
 
     # CLI ----------------------------------------------------------------------------------

@@ -74,10 +74,10 @@ def test_vault_add_from_stdin(inst, pk):
 def test_vault_add_with_flag_and_base_url(inst):
     secret = new_provider_secret("provider key (CLI flag)")
     res = inst.cli("vault", "add", "--name", "compat", "--provider", "openai-compatible",
-                   "--base-url", "http://127.0.0.1:9/v1", "--api-key", secret, "--json")
+                   "--base-url", "http://127.0.0.1:9", "--api-key", secret, "--json")
     assert res.rc == 0, res.stderr
     obj = res.json()
-    assert obj["provider"] == "openai-compatible" and obj["base_url"] == "http://127.0.0.1:9/v1"
+    assert obj["provider"] == "openai-compatible" and obj["base_url"] == "http://127.0.0.1:9"
     assert obj["last4"] == secret[-4:]
     assert secret not in res.stdout + res.stderr
 

@@ -15,18 +15,23 @@ public struct PricingTable: Sendable, Equatable {
         public var cachedInput: Double?
         /// USD per 1M tokens written to the prompt cache (Anthropic); defaults to `input`.
         public var cacheWrite: Double?
+        /// The most output tokens one call can produce: the worst case reserved against limits
+        /// when a request sets no `max_tokens`.
+        public var maxOutputTokens: Int?
 
-        public init(input: Double, output: Double, cachedInput: Double? = nil, cacheWrite: Double? = nil) {
+        public init(input: Double, output: Double, cachedInput: Double? = nil, cacheWrite: Double? = nil, maxOutputTokens: Int? = nil) {
             self.input = input
             self.output = output
             self.cachedInput = cachedInput
             self.cacheWrite = cacheWrite
+            self.maxOutputTokens = maxOutputTokens
         }
 
         enum CodingKeys: String, CodingKey {
             case input, output
             case cachedInput = "cached_input"
             case cacheWrite = "cache_write"
+            case maxOutputTokens = "max_output_tokens"
         }
     }
 
@@ -93,5 +98,17 @@ public struct PricingTable: Sendable, Equatable {
             + Double(usage.cacheWriteTokens) * (p.cacheWrite ?? p.input)
             + Double(usage.completionTokens) * p.output
         return Int64(micros.rounded(.toNearestOrAwayFromZero))
+    }
+}
+
+extension PricingTable {
+    /// The worst-case usage of a request, for reservations: the prompt estimated from its size
+    /// (about four bytes per token) plus `max_tokens`, or the model's output limit when the
+    /// request sets none (4096 for a model the table does not list).
+    public func worstCase(model: String?, bodyBytes: Int, maxTokens: Int?) -> (tokens: Int, costMicros: Int64?) {
+        let prompt = (bodyBytes + 3) / 4
+        let output = maxTokens ?? model.flatMap { price(for: $0)?.maxOutputTokens } ?? 4096
+        let usage = Usage(promptTokens: prompt, completionTokens: max(0, output))
+        return (prompt + max(0, output), costMicros(model: model, usage: usage))
     }
 }

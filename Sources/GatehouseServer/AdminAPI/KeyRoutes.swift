@@ -77,13 +77,13 @@ struct KeyRoutes {
     @Sendable func listProxyKeys(_ request: Request, context: GatehouseRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
         let records = try await plane.gateKeys(orgID: principal.orgID, kind: .proxy)
-        return .json(GatehouseJSON.list(records.map(GatehouseJSON.gateKey)))
+        return .json(GatehouseJSON.list(records.map { GatehouseJSON.proxyKey($0, ledger: plane.ledger) }))
     }
 
     @Sendable func getProxyKey(_ request: Request, context: GatehouseRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
         let record = try await plane.gateKey(orgID: principal.orgID, id: try context.parameters.require("id"), kinds: [.proxy])
-        return .json(GatehouseJSON.gateKey(record))
+        return .json(GatehouseJSON.proxyKey(record, ledger: plane.ledger))
     }
 
     @Sendable func patchProxyKey(_ request: Request, context: GatehouseRequestContext) async throws -> Response {
@@ -99,7 +99,7 @@ struct KeyRoutes {
         patch.rateLimits = try body.patch("rate_limits", body.rateLimits)
         patch.budget = try body.patch("budget", body.budget)
         let record = try await plane.updateProxyKey(id: id, patch: patch, by: principal)
-        return .json(GatehouseJSON.gateKey(record))
+        return .json(GatehouseJSON.proxyKey(record, ledger: plane.ledger))
     }
 
     @Sendable func revokeProxyKey(_ request: Request, context: GatehouseRequestContext) async throws -> Response {

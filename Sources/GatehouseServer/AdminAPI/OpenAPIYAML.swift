@@ -77,7 +77,10 @@ paths:
           content:
             application/yaml:
               schema:
-                type: string
+                type: [string, object]
+                description: |
+                  The YAML text of this document. Clients that parse YAML bodies see an object
+                  (the OpenAPI document), hence both types.
 
   /api/provider-keys:
     get:
@@ -123,6 +126,15 @@ paths:
               $ref: '#/components/headers/RequestId'
             Cache-Control:
               $ref: '#/components/headers/CacheControl'
+          links:
+            getProviderKey:
+              operationId: getProviderKey
+              parameters:
+                id: $response.body#/id
+            deleteProviderKey:
+              operationId: deleteProviderKey
+              parameters:
+                id: $response.body#/id
           content:
             application/json:
               schema:
@@ -235,6 +247,19 @@ paths:
               $ref: '#/components/headers/RequestId'
             Cache-Control:
               $ref: '#/components/headers/CacheControl'
+          links:
+            getProxyKey:
+              operationId: getProxyKey
+              parameters:
+                id: $response.body#/id
+            updateProxyKey:
+              operationId: updateProxyKey
+              parameters:
+                id: $response.body#/id
+            revokeProxyKey:
+              operationId: revokeProxyKey
+              parameters:
+                id: $response.body#/id
           content:
             application/json:
               schema:
@@ -400,6 +425,11 @@ paths:
               $ref: '#/components/headers/RequestId'
             Cache-Control:
               $ref: '#/components/headers/CacheControl'
+          links:
+            revokeOrgKey:
+              operationId: revokeOrgKey
+              parameters:
+                id: $response.body#/id
           content:
             application/json:
               schema:
@@ -724,7 +754,10 @@ components:
           type: string
           minLength: 1
           maxLength: 200
-          description: Leading and trailing spaces and tabs are trimmed; the rest must be non-empty, at most 200 characters and free of control characters.
+          pattern: '^[^\x00-\x08\x0A-\x1F\x7F-\x9F]*$'
+          description: |
+            Leading and trailing spaces and tabs (Unicode `Zs` and U+0009) are trimmed; the rest must
+            be non-empty, at most 200 characters and free of control characters (`Cc`).
         provider:
           $ref: '#/components/schemas/Provider'
         base_url:
@@ -891,7 +924,10 @@ components:
           type: string
           minLength: 1
           maxLength: 200
-          description: Leading and trailing spaces and tabs are trimmed; the rest must be non-empty, at most 200 characters and free of control characters.
+          pattern: '^[^\x00-\x08\x0A-\x1F\x7F-\x9F]*$'
+          description: |
+            Leading and trailing spaces and tabs (Unicode `Zs` and U+0009) are trimmed; the rest must
+            be non-empty, at most 200 characters and free of control characters (`Cc`).
         description:
           type: [string, 'null']
           maxLength: 2000
@@ -933,7 +969,10 @@ components:
           type: string
           minLength: 1
           maxLength: 200
-          description: Leading and trailing spaces and tabs are trimmed; the rest must be non-empty, at most 200 characters and free of control characters.
+          pattern: '^[^\x00-\x08\x0A-\x1F\x7F-\x9F]*$'
+          description: |
+            Leading and trailing spaces and tabs (Unicode `Zs` and U+0009) are trimmed; the rest must
+            be non-empty, at most 200 characters and free of control characters (`Cc`).
         description:
           type: [string, 'null']
           maxLength: 2000
@@ -1012,7 +1051,10 @@ components:
           type: string
           minLength: 1
           maxLength: 200
-          description: Leading and trailing spaces and tabs are trimmed; the rest must be non-empty, at most 200 characters and free of control characters.
+          pattern: '^[^\x00-\x08\x0A-\x1F\x7F-\x9F]*$'
+          description: |
+            Leading and trailing spaces and tabs (Unicode `Zs` and U+0009) are trimmed; the rest must
+            be non-empty, at most 200 characters and free of control characters (`Cc`).
         kind:
           type: string
           enum: [api, read]

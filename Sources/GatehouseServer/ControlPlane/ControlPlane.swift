@@ -12,6 +12,8 @@ import Synchronization
 public final class ControlPlane: Sendable {
     public let store: any Store
     public let keyTable: KeyTable
+    /// Rate-limit windows and budget spend of every proxy key (used by the gateway, shown by the API).
+    public let ledger = LimitLedger()
     private let vaultState: Mutex<Vault>
     let logger: Logger
     /// Re-reads the master keyring from its source, after another process rotated it.

@@ -170,7 +170,11 @@ public enum Validation {
     public static func rateLimits(_ value: [RateLimit]?) throws -> [RateLimit]? {
         guard let value else { return nil }
         guard value.count <= maxRateLimits else { throw fail("rate_limits", "at most \(maxRateLimits) limits") }
+        var seen: Set<String> = []
         for (i, r) in value.enumerated() {
+            guard seen.insert("\(r.metric.rawValue)/\(r.windowSeconds)").inserted else {
+                throw fail("rate_limits[\(i)]", "duplicates another limit with the same metric and window")
+            }
             guard r.limit.isFinite, r.limit > 0 else { throw fail("rate_limits[\(i)].limit", "must be a positive number") }
             guard r.windowSeconds >= 1, r.windowSeconds <= maxWindowSeconds else {
                 throw fail("rate_limits[\(i)].window_seconds", "must be between 1 and \(maxWindowSeconds)")

@@ -18,13 +18,15 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
     let upstream: Client
     let pricing: PricingTable
     let logWriter: RequestLogWriter
+    let ledger: LimitLedger
     let headTimeout: Duration
     let logger: Logger
 
     public init(
-        plane: ControlPlane, upstream: Client, pricing: PricingTable, logWriter: RequestLogWriter,
+        plane: ControlPlane, upstream: Client, pricing: PricingTable, logWriter: RequestLogWriter, ledger: LimitLedger,
         headTimeout: Duration = .seconds(600), logger: Logger
     ) {
+        self.ledger = ledger
         self.keyTable = plane.keyTable
         self.plane = plane
         self.upstream = upstream
@@ -39,15 +41,19 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
     ) async throws -> Response {
         let path = request.uri.path
         guard path.hasPrefix("/v1/") else { return try await next(request, context) }
+        let started = ContinuousClock.now
         do {
-            return try await forward(request, path: path, context: context)
+            return try await forward(request, path: path, context: context, started: started)
         } catch {
-            return error.response(requestID: context.requestID)
+            // Everything before a gateway error was Gatehouse's own time (upstream failures
+            // report their own overhead, below).
+            var response = error.response(requestID: context.requestID)
+            response.headers[.gatehouseOverheadMs] = GatewayHTTP.msText(ContinuousClock.now - started)
+            return response
         }
     }
 
-    func forward(_ request: Request, path: String, context: Context) async throws(GatewayError) -> Response {
-        let started = ContinuousClock.now
+    func forward(_ request: Request, path: String, context: Context, started: ContinuousClock.Instant) async throws(GatewayError) -> Response {
         let startedAt = Date()
 
         // 1. Who: a live proxy key, checked in memory.
@@ -84,10 +90,16 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
             hideUsageChunk = true
         }
 
-        // 4. The provider key, only in memory.
+        // 4. Limits: reserve the worst case, or refuse.
+        let metadata = RequestMetadata(headers: request.headers)
+        let userID = metadata.userID ?? info?.user
+        let limits = try reserveLimits(key: key, info: info, bodyBytes: body.readableBytes, userID: userID, headers: request.headers, now: startedAt)
+
+        // 5. The provider key, only in memory.
         let secret: String
         do { secret = try plane.providerSecret(for: providerKey) } catch {
             logger.error("provider key failed to decrypt", metadata: ["provider_key_id": "\(providerKey.id)"])
+            limits.reservation.map { ledger.settle($0, actual: .init(tokens: 0, costMicros: 0)) }
             throw .internalError
         }
         guard let baseURL = providerKey.baseURL ?? providerKey.provider.defaultBaseURL else { throw .internalError }
@@ -98,7 +110,6 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
             headers: GatewayHTTP.forwardHeaders(request.headers, adapter: adapter, secret: secret),
             body: body.readableBytes > 0 ? body : nil, headTimeout: headTimeout)
 
-        let metadata = RequestMetadata(headers: request.headers)
         var log = RequestLogRecord(
             id: context.requestID, orgID: key.orgID, proxyKeyID: key.id, providerKeyID: providerKey.id,
             provider: providerKey.provider.rawValue, model: info?.model, method: request.method.rawValue, path: path,
@@ -109,10 +120,10 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
         var properties = metadata.properties
         if let session = metadata.sessionID { properties["session_id"] = session }
         let pending = PendingRequestLog(
-            record: log, userID: metadata.userID ?? info?.user, properties: properties,
+            record: log, userID: userID, properties: properties,
             requestBody: metadata.omitRequest ? nil : body, responseBody: nil)
 
-        // 5. Forward.
+        // 6. Forward.
         let beforeUpstream = ContinuousClock.now
         let response: UpstreamResponse<Client.Body>
         do {
@@ -126,26 +137,56 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
             var failed = pending
             failed.record = log
             logWriter.enqueue(failed)
-            throw timedOut ? .upstreamTimeout : .upstreamUnreachable
+            limits.reservation.map { ledger.settle($0, actual: .init(tokens: 0, costMicros: 0)) }
+            let error: GatewayError = timedOut ? .upstreamTimeout : .upstreamUnreachable
+            var response = error.response(requestID: context.requestID)
+            response.headers[.gatehouseOverheadMs] = GatewayHTTP.msText(beforeUpstream - started)
+            return response
         }
         let headReceived = ContinuousClock.now
 
-        // 6. Stream the answer back, reading usage on the way.
+        // 7. Stream the answer back, reading usage on the way.
         let isSSE = response.headers.contains { $0.0.lowercased() == "content-type" && $0.1.lowercased().hasPrefix("text/event-stream") }
         var headers = GatewayHTTP.responseHeaders(response.headers, dropLength: hideUsageChunk && isSSE)
         headers[.gatehouseRequestID] = context.requestID
+        limits.tightest?.apply(to: &headers)
         let preOverhead = beforeUpstream - started
         headers[.gatehouseOverheadMs] = GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived))
         let streamState = StreamContext(
             started: started, headReceived: headReceived, preOverhead: preOverhead, isSSE: isSSE,
             hideUsageChunk: hideUsageChunk, captureResponse: !metadata.omitResponse, dialect: adapter.dialect,
-            requestedModel: info?.model, status: response.status, pending: pending, pricing: pricing, writer: logWriter)
+            requestedModel: info?.model, status: response.status, pending: pending, pricing: pricing, writer: logWriter,
+            ledger: ledger, reservation: limits.reservation)
         let upstreamBody = response.body
         return Response(
             status: .init(code: response.status), headers: headers,
             body: ResponseBody { writer in
                 try await streamState.pump(upstreamBody, into: &writer)
             })
+    }
+
+    /// Checks and reserves the key's rate limits, budget and the client's
+    /// `Helicone-RateLimit-Policy`. Keys without limits skip the ledger entirely.
+    func reserveLimits(
+        key: GateKeyRecord, info: RequestBodyInfo?, bodyBytes: Int, userID: String?, headers: HTTPFields, now: Date
+    ) throws(GatewayError) -> (reservation: LimitLedger.Reservation?, tightest: LimitLedger.Status?) {
+        var policy: RateLimitPolicy? = nil
+        if let text = headers[.heliconeRateLimitPolicy] {
+            do { policy = try RateLimitPolicy.parse(text) } catch { throw .badPolicy(error.reason) }
+        }
+        let rateLimits = key.rateLimits ?? []
+        guard !rateLimits.isEmpty || key.budget != nil || policy != nil else { return (nil, nil) }
+        let worst = pricing.worstCase(model: info?.model, bodyBytes: bodyBytes, maxTokens: info?.maxTokens)
+        let needsPrice = key.budget != nil || rateLimits.contains { $0.metric == .costUSD } || policy?.unit == .cents
+        if needsPrice, worst.costMicros == nil { throw .modelNotPriced }
+        switch ledger.reserve(
+            keyID: key.id, limits: rateLimits, budget: key.budget, policy: policy, user: userID,
+            estimate: .init(tokens: worst.tokens, costMicros: worst.costMicros), now: now)
+        {
+        case .admitted(let reservation, let tightest): return (reservation, tightest)
+        case .rateLimited(let status, let retry): throw .rateLimited(status, retryAfterSeconds: retry)
+        case .budgetExhausted(let status, let retry): throw .budgetExhausted(status, retryAfterSeconds: retry)
+        }
     }
 }
 
@@ -250,6 +291,8 @@ struct StreamContext: Sendable {
     let pending: PendingRequestLog
     let pricing: PricingTable
     let writer: RequestLogWriter
+    let ledger: LimitLedger
+    let reservation: LimitLedger.Reservation?
 
     func pump<Body: AsyncSequence>(_ body: Body, into out: inout any ResponseBodyWriter) async throws
     where Body.Element == ByteBuffer {
@@ -322,6 +365,22 @@ struct StreamContext: Sendable {
             record.costMicros = pricing.costMicros(model: record.model, usage: usage)
         }
         if status >= 400 { record.error = failure ?? "upstream_status_\(status)" } else { record.error = failure }
+        if let reservation {
+            // Unknown usage on a success is settled at the reservation (never under-count spend);
+            // a provider error costs nothing.
+            let actual: LimitLedger.Actual =
+                if let usage = extractor.usage {
+                    .init(tokens: usage.promptTokens + usage.completionTokens, costMicros: record.costMicros ?? 0)
+                } else if status >= 400 {
+                    .init(tokens: 0, costMicros: 0)
+                } else {
+                    .init(tokens: reservation.estimate.tokens, costMicros: reservation.estimate.costMicros ?? 0)
+                }
+            ledger.settle(reservation, actual: actual)
+            if extractor.usage == nil, status < 400 {
+                record.costMicros = record.costMicros ?? reservation.estimate.costMicros
+            }
+        }
         var entry = pending
         entry.record = record
         if captureResponse { entry.responseBody = captured }

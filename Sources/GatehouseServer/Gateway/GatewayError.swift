@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import GatehouseCore
 import NIOCore
 
 /// Errors answered on `/v1/*`, in the OpenAI error shape
@@ -16,12 +17,18 @@ public enum GatewayError: Error, Sendable, Equatable {
     case upstreamUnreachable
     case upstreamTimeout
     case internalError
+    case badPolicy(String)
+    case modelNotPriced
+    case rateLimited(LimitLedger.Status, retryAfterSeconds: Int)
+    case budgetExhausted(LimitLedger.Status, retryAfterSeconds: Int?)
 
     var status: HTTPResponse.Status {
         switch self {
         case .unauthenticated: .unauthorized
         case .forbiddenIP, .modelNotAllowed: .forbidden
-        case .badJSON, .badPath: .badRequest
+        case .badJSON, .badPath, .badPolicy: .badRequest
+        case .modelNotPriced: .forbidden
+        case .rateLimited, .budgetExhausted: .tooManyRequests
         case .payloadTooLarge: .contentTooLarge
         case .upstreamUnreachable: .badGateway
         case .upstreamTimeout: .gatewayTimeout
@@ -33,7 +40,10 @@ public enum GatewayError: Error, Sendable, Equatable {
         switch self {
         case .unauthenticated: "authentication_error"
         case .forbiddenIP, .modelNotAllowed: "permission_denied"
-        case .badJSON, .badPath, .payloadTooLarge: "invalid_request_error"
+        case .badJSON, .badPath, .payloadTooLarge, .badPolicy: "invalid_request_error"
+        case .modelNotPriced: "permission_denied"
+        case .rateLimited: "rate_limit_exceeded"
+        case .budgetExhausted: "insufficient_quota"
         case .upstreamUnreachable, .upstreamTimeout: "upstream_error"
         case .internalError: "server_error"
         }
@@ -50,6 +60,10 @@ public enum GatewayError: Error, Sendable, Equatable {
         case .upstreamUnreachable: "upstream_unreachable"
         case .upstreamTimeout: "upstream_timeout"
         case .internalError: "internal_error"
+        case .badPolicy: "invalid_rate_limit_policy"
+        case .modelNotPriced: "model_not_priced"
+        case .rateLimited: "rate_limit_exceeded"
+        case .budgetExhausted: "insufficient_quota"
         }
     }
 
@@ -64,6 +78,13 @@ public enum GatewayError: Error, Sendable, Equatable {
         case .upstreamUnreachable: "The provider could not be reached."
         case .upstreamTimeout: "The provider did not answer in time."
         case .internalError: "Internal error."
+        case .badPolicy(let why): "Invalid Helicone-RateLimit-Policy header: \(why)."
+        case .modelNotPriced:
+            "This proxy key has a budget or cost limit, and the requested model has no known price, so its cost cannot be limited. Add the model to the pricing table (--pricing)."
+        case .rateLimited(let status, let retry):
+            "Rate limit exceeded (\(status.policy)). Retry after \(retry) s."
+        case .budgetExhausted(let status, _):
+            "Budget exhausted for this proxy key (\(status.policy))."
         }
     }
 
@@ -78,6 +99,33 @@ public enum GatewayError: Error, Sendable, Equatable {
         headers[.contentType] = "application/json"
         headers[.gatehouseRequestID] = requestID
         if self == .unauthenticated { headers[.wwwAuthenticate] = "Bearer" }
+        switch self {
+        case .rateLimited(let status, let retry):
+            headers[.retryAfter] = String(retry)
+            status.apply(to: &headers)
+        case .budgetExhausted(let status, let retry):
+            if let retry { headers[.retryAfter] = String(retry) }
+            status.apply(to: &headers)
+        default: break
+        }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.encoded())))
     }
+}
+
+extension LimitLedger.Status {
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`.
+    func apply(to headers: inout HTTPFields) {
+        headers[.rateLimitLimit] = LimitLedger.formatNumber(limit)
+        headers[.rateLimitRemaining] = LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000)
+        headers[.rateLimitReset] = String(resetSeconds)
+        headers[.rateLimitPolicy] = policy
+    }
+}
+
+extension HTTPField.Name {
+    static let rateLimitLimit = Self("RateLimit-Limit")!
+    static let rateLimitRemaining = Self("RateLimit-Remaining")!
+    static let rateLimitReset = Self("RateLimit-Reset")!
+    static let rateLimitPolicy = Self("RateLimit-Policy")!
+    static let heliconeRateLimitPolicy = Self("Helicone-RateLimit-Policy")!
 }

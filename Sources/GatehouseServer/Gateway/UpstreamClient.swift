@@ -32,7 +32,7 @@ public protocol UpstreamClient: Sendable {
 
 /// Timeout settings for upstream calls.
 public struct UpstreamTimeouts: Sendable {
-    public var connect: Duration = .seconds(10)
+    public var connect: Duration = .seconds(5)
     /// Longest wait for the response head (a model may think for a while before answering).
     public var head: Duration = .seconds(600)
     /// Longest gap between two chunks of a streamed body.

@@ -41,6 +41,23 @@ public enum GatehouseJSON {
         return .object(o)
     }
 
+    /// A proxy key with its current budget spend (from the in-memory ledger).
+    public static func proxyKey(_ r: GateKeyRecord, ledger: LimitLedger, now: Date = Date()) -> JSONValue {
+        guard case .object(var o) = gateKey(r) else { return .null }
+        if let b = r.budget {
+            let spent = ledger.spentMicros(keyID: r.id, budget: b, now: now)
+            let limit = Int64((b.limitUSD * 1_000_000).rounded(.down))
+            o["spent_usd"] = .number(Double(spent) / 1_000_000)
+            o["remaining_usd"] = .number(Double(max(0, limit - spent)) / 1_000_000)
+            o["period_end"] = .date(b.period.bounds(containing: now).end)
+        } else {
+            o["spent_usd"] = .null
+            o["remaining_usd"] = .null
+            o["period_end"] = .null
+        }
+        return .object(o)
+    }
+
     /// The creation response: the key object plus the full key, shown once.
     public static func createdKey(_ r: GateKeyRecord, key: String) -> JSONValue {
         guard case .object(var o) = gateKey(r) else { return .null }

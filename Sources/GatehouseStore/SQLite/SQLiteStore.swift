@@ -689,7 +689,7 @@ extension SQLiteStore: RequestLogStore {
                 sum(coalesce(prompt_tokens, 0)) AS prompt_tokens,
                 sum(coalesce(completion_tokens, 0)) AS completion_tokens,
                 sum(coalesce(cached_tokens, 0)) AS cached_tokens,
-                sum(coalesce(cost_micros, 1)) AS cost_micros,
+                coalesce(sum(cost_micros), 0) AS cost_micros,
                 sum(cost_micros IS NULL) AS unpriced_requests,
                 \(sample) AS sample_id
             FROM request_logs

@@ -62,6 +62,9 @@ struct Serve: AsyncParsableCommand {
             }
             Console.out("Owner API key (shown once): \(ownerKey)")
         }
+        if let logs = opened.controlPlane.store as? any RequestLogStore {
+            try await opened.controlPlane.restoreLimits(from: logs)
+        }
         var options = ServeOptions()
         if let pricing {
             guard let data = FileManager.default.contents(atPath: pricing) else {
