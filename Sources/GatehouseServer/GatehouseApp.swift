@@ -40,7 +40,10 @@ public enum GatehouseApp {
     public static func buildRouter<Client: UpstreamClient>(plane: ControlPlane, gateway: Gateway<Client>?) -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self)
         if let gateway { router.add(middleware: gateway) }
-        router.add(middleware: ErrorMiddleware())
+        let catalog = RouteCatalog()
+        catalog.add(.get, "/api/health")
+        catalog.add(.get, "/api/openapi.yaml")
+        router.add(middleware: ErrorMiddleware(catalog: catalog))
         router.get("api/health") { _, _ in
             Response.json(.object(["status": .string("ok")]))
         }
@@ -50,10 +53,10 @@ public enum GatehouseApp {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text)))
         }
         let manage = router.group("api").add(middleware: AdminAuthMiddleware(keyTable: plane.keyTable, permission: .manage))
-        KeyRoutes(plane: plane).register(on: manage)
+        KeyRoutes(plane: plane).register(on: manage, catalog: catalog)
         if let logs = plane.store as? any RequestLogStore {
             let read = router.group("api").add(middleware: AdminAuthMiddleware(keyTable: plane.keyTable, permission: .read))
-            RequestRoutes(plane: plane, logs: logs).register(on: read)
+            RequestRoutes(plane: plane, logs: logs).register(on: read, catalog: catalog)
         }
         return router
     }

@@ -57,7 +57,7 @@ struct PricingTableTests {
 
     @Test func anthropicCacheWriteFallsBackToTheInputPriceWhenNotListed() throws {
         let table = try Self.table(#"{"models": {"m": {"input": 2, "output": 4}}}"#)
-        #expect(table.costMicros(model: "m", usage: Usage(promptTokens: 30, completionTokens: 1, cachedTokens: 10, cacheWriteTokens: 10)) == 30 * 2 + 4)
+        #expect(table.costMicros(model: "m", usage: Usage(promptTokens: 30, completionTokens: 1, cachedTokens: 10, cacheWriteTokens: 10)) == 64)  // 30 × 2 + 1 × 4
     }
 
     @Test func costIsRoundedOnceAtTheEnd() {

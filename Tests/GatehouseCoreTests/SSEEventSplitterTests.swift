@@ -221,13 +221,14 @@ struct SSEEventSplitterTests {
 
     @Test func overflowInOneBigChunkKeepsEarlierEventsAndPassesTheRestThrough() {
         let max = 64
-        let input = Array(("data: a\n\n" + String(repeating: "z", count: 500) + "\n\ndata: b\n\n").utf8)
+        // The oversized event is still open at the end of the chunk.
+        let input = Array(("data: a\n\n" + "data: " + String(repeating: "z", count: 500)).utf8)
         var splitter = SSEEventSplitter(maxEventBytes: max)
         let events = splitter.feed(input)
         #expect(splitter.overflowed)
         #expect(events.first.map(Event.init) == Event(raw: "data: a\n\n", data: "a"))
         var out = events.flatMap(\.raw)
-        let later = Array("data: c\n\n".utf8)
+        let later = Array("zzz\n\ndata: c\n\n".utf8)
         let passed = splitter.feed(later)
         #expect(passed.count == 1 && passed[0].raw == later && passed[0].data.isEmpty)
         out += passed.flatMap(\.raw)

@@ -98,17 +98,39 @@ struct InstallationTests {
     @Test func masterKeyFileInsideTheDataDirectoryIsRefused() async throws {
         try await withTemporaryDirectory { root in
             let paths = Installation.Paths(dataDir: root + "/data")
-            try FileManager.default.createDirectory(atPath: root + "/data", withIntermediateDirectories: true)
-            try FileManager.default.createSymbolicLink(atPath: root + "/alias", withDestinationPath: root + "/data")
             for keyPath in [
                 root + "/data/master.key", root + "/data/sub/dir/master.key", root + "/data", root + "/other/../data/master.key",
-                root + "/alias/master.key",
+                root + "/data/./master.key", root + "/data/",
             ] {
                 let error = await Self.openError(paths: paths, masterKey: Self.file(keyPath), initialise: true)
                 #expect(error as? GatehouseError == .masterKeyInsideDataDir(path: keyPath), "\(keyPath): \(String(describing: error))")
                 #expect(!FileManager.default.fileExists(atPath: root + "/data/master.key"))
                 #expect(!FileManager.default.fileExists(atPath: paths.database), "refused before the database is created")
             }
+        }
+    }
+
+    @Test func masterKeyFileReachedThroughASymlinkToTheDataDirectoryIsRefused() async throws {
+        try await withTemporaryDirectory { root in
+            let paths = Installation.Paths(dataDir: root + "/data")
+            try FileManager.default.createDirectory(atPath: root + "/data", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createSymbolicLink(atPath: root + "/alias", withDestinationPath: root + "/data")
+            let keyPath = root + "/alias/master.key"
+            let error = await Self.openError(paths: paths, masterKey: Self.file(keyPath), initialise: true)
+            #expect(error as? GatehouseError == .masterKeyInsideDataDir(path: keyPath), "\(String(describing: error))")
+            #expect(!FileManager.default.fileExists(atPath: root + "/data/master.key"), "the key file was written into the data directory")
+        }
+    }
+
+    @Test func dataDirectoryReachedThroughASymlinkStillKeepsTheKeyOut() async throws {
+        try await withTemporaryDirectory { root in
+            try FileManager.default.createDirectory(atPath: root + "/real", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createSymbolicLink(atPath: root + "/link", withDestinationPath: root + "/real")
+            let paths = Installation.Paths(dataDir: root + "/link")
+            let keyPath = root + "/real/master.key"
+            let error = await Self.openError(paths: paths, masterKey: Self.file(keyPath), initialise: true)
+            #expect(error as? GatehouseError == .masterKeyInsideDataDir(path: keyPath), "\(String(describing: error))")
+            #expect(!FileManager.default.fileExists(atPath: keyPath))
         }
     }
 

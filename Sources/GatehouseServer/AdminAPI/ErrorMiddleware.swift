@@ -11,7 +11,11 @@ import NIOCore
 public struct ErrorMiddleware: RouterMiddleware {
     public typealias Context = GatehouseRequestContext
 
-    public init() {}
+    let catalog: RouteCatalog?
+
+    public init() { self.catalog = nil }
+
+    init(catalog: RouteCatalog) { self.catalog = catalog }
 
     public func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
@@ -24,12 +28,18 @@ public struct ErrorMiddleware: RouterMiddleware {
                 context.logger.error("request failed", metadata: ["request_id": "\(context.requestID)", "error": "\(error)"])
             }
             response = Self.errorResponse(error, requestID: context.requestID)
+        } catch let error as HTTPResponseError where error.status == .notFound && !(catalog?.methods(for: request.uri.path).isEmpty ?? true) {
+            let allowed = catalog!.methods(for: request.uri.path).map(\.rawValue)
+            response = Self.errorResponse(
+                .methodNotAllowed("method \(Self.safeMethod(request.method.rawValue)) is not allowed here; use \(allowed.joined(separator: ", "))"),
+                requestID: context.requestID)
+            response.headers[.allow] = allowed.joined(separator: ", ")
         } catch let error as HTTPResponseError {
             let status = error.status
             let mapped: GatehouseError =
                 switch status.code {
                 case 404: .notFound("no route for \(request.method.rawValue) \(Self.safePath(request.uri.path))")
-                case 405: .invalidRequest("method \(request.method.rawValue) is not allowed here")
+                case 405: .methodNotAllowed("method \(Self.safeMethod(request.method.rawValue)) is not allowed here")
                 case 413: .payloadTooLarge(limit: AdminLimits.maxBodyBytes)
                 case 400..<500: .invalidRequest("bad request")
                 default: .internalError
@@ -51,6 +61,10 @@ public struct ErrorMiddleware: RouterMiddleware {
             ])
         ])
         return Response.json(body, status: .init(code: error.status))
+    }
+
+    static func safeMethod(_ m: String) -> String {
+        m.count <= 20 && m.allSatisfy({ $0.isLetter }) ? m : "(invalid)"
     }
 
     /// A path for an error message: at most 100 characters, and no key-shaped text.

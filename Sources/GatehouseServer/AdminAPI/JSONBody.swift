@@ -10,6 +10,8 @@ import NIOFoundationCompat
 /// Malformed JSON or a non-object → `400`; a missing, mistyped, invalid or unknown field → `422`.
 struct JSONBody {
     let fields: [String: JSONValue]
+    /// Path of this object inside the request body (`budget.`, `rate_limits[0].`), for messages.
+    var prefix = ""
 
     /// Collects at most ``AdminLimits/maxBodyBytes`` and parses it.
     static func read(_ request: Request, allowed: Set<String>) async throws -> JSONBody {
@@ -46,8 +48,8 @@ struct JSONBody {
 
     func has(_ key: String) -> Bool { fields[key] != nil }
 
-    static func typeError(_ key: String, _ expected: String) -> GatehouseError {
-        .validation(field: key, message: "must be \(expected)")
+    func typeError(_ key: String, _ expected: String) -> GatehouseError {
+        .validation(field: prefix + key, message: "must be \(expected)")
     }
 
     // MARK: Typed accessors (absent and null read as nil)
@@ -56,12 +58,12 @@ struct JSONBody {
         switch fields[key] {
         case nil, .null?: return nil
         case .string(let s)?: return s
-        default: throw Self.typeError(key, "a string")
+        default: throw typeError(key, "a string")
         }
     }
 
     func requiredString(_ key: String) throws -> String {
-        guard let s = try string(key) else { throw GatehouseError.validation(field: key, message: "is required") }
+        guard let s = try string(key) else { throw GatehouseError.validation(field: prefix + key, message: "is required") }
         return s
     }
 
@@ -70,23 +72,23 @@ struct JSONBody {
         case nil, .null?: return nil
         case .array(let items)?:
             return try items.map {
-                guard case .string(let s) = $0 else { throw Self.typeError(key, "an array of strings") }
+                guard case .string(let s) = $0 else { throw typeError(key, "an array of strings") }
                 return s
             }
-        default: throw Self.typeError(key, "an array of strings")
+        default: throw typeError(key, "an array of strings")
         }
     }
 
     func date(_ key: String) throws -> Date? {
         guard let text = try string(key) else { return nil }
-        guard let date = JSONValue.parseDate(text) else { throw Self.typeError(key, "an ISO 8601 timestamp") }
+        guard let date = JSONValue.parseDate(text) else { throw typeError(key, "an ISO 8601 timestamp") }
         return date
     }
 
     func enumValue<E: RawRepresentable & CaseIterable>(_ key: String, _: E.Type) throws -> E? where E.RawValue == String {
         guard let text = try string(key) else { return nil }
         guard let value = E(rawValue: text) else {
-            throw Self.typeError(key, "one of " + E.allCases.map(\.rawValue).joined(separator: ", "))
+            throw typeError(key, "one of " + E.allCases.map(\.rawValue).joined(separator: ", "))
         }
         return value
     }
@@ -97,7 +99,7 @@ struct JSONBody {
         case .array(let items)?:
             return try items.enumerated().map { i, item in
                 let field = "\(key)[\(i)]"
-                let body = try JSONBody.nested(item, field: field, allowed: ["metric", "limit", "window_seconds"])
+                let body = try self.nested(item, field: field, allowed: ["metric", "limit", "window_seconds"])
                 guard let metric = try body.enumValue("metric", RateLimit.Metric.self) else {
                     throw GatehouseError.validation(field: "\(field).metric", message: "is required")
                 }
@@ -109,7 +111,7 @@ struct JSONBody {
                 }
                 return RateLimit(metric: metric, limit: limit, windowSeconds: window)
             }
-        default: throw Self.typeError(key, "an array of rate limit objects")
+        default: throw typeError(key, "an array of rate limit objects")
         }
     }
 
@@ -117,7 +119,7 @@ struct JSONBody {
         switch fields[key] {
         case nil, .null?: return nil
         case let item?:
-            let body = try JSONBody.nested(item, field: key, allowed: ["limit_usd", "period"])
+            let body = try self.nested(item, field: key, allowed: ["limit_usd", "period"])
             guard let limit = try body.number("limit_usd") else {
                 throw GatehouseError.validation(field: "\(key).limit_usd", message: "is required")
             }
@@ -132,13 +134,13 @@ struct JSONBody {
         switch fields[key] {
         case nil, .null?: return nil
         case .number(let n)?: return n
-        default: throw Self.typeError(key, "a number")
+        default: throw typeError(key, "a number")
         }
     }
 
     func integer(_ key: String) throws -> Int? {
         guard let n = try number(key) else { return nil }
-        guard n.rounded() == n, abs(n) < 1e15 else { throw Self.typeError(key, "a whole number") }
+        guard n.rounded() == n, abs(n) < 1e15 else { throw typeError(key, "a whole number") }
         return Int(n)
     }
 
@@ -153,11 +155,11 @@ struct JSONBody {
         }
     }
 
-    private static func nested(_ value: JSONValue, field: String, allowed: Set<String>) throws -> JSONBody {
-        guard case .object(let fields) = value else { throw typeError(field, "an object") }
+    private func nested(_ value: JSONValue, field: String, allowed: Set<String>) throws -> JSONBody {
+        guard case .object(let fields) = value else { throw GatehouseError.validation(field: prefix + field, message: "must be an object") }
         if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
-            throw GatehouseError.validation(field: "\(field).\(unknown.prefix(40))", message: "unknown field")
+            throw GatehouseError.validation(field: "\(prefix)\(field).\(unknown.prefix(40))", message: "unknown field")
         }
-        return JSONBody(fields: fields)
+        return JSONBody(fields: fields, prefix: "\(prefix)\(field).")
     }
 }

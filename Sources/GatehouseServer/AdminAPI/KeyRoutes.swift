@@ -6,21 +6,33 @@ import Hummingbird
 struct KeyRoutes {
     let plane: ControlPlane
 
-    func register(on group: RouterGroup<GatehouseRequestContext>) {
+    func register(on group: RouterGroup<GatehouseRequestContext>, catalog: RouteCatalog? = nil) {
         group.post("provider-keys", use: createProviderKey)
+        RouterGroupRegistration.record(catalog, .post, "provider-keys")
         group.get("provider-keys", use: listProviderKeys)
+        RouterGroupRegistration.record(catalog, .get, "provider-keys")
         group.get("provider-keys/:id", use: getProviderKey)
+        RouterGroupRegistration.record(catalog, .get, "provider-keys/:id")
         group.delete("provider-keys/:id", use: deleteProviderKey)
+        RouterGroupRegistration.record(catalog, .delete, "provider-keys/:id")
 
         group.post("proxy-keys", use: createProxyKey)
+        RouterGroupRegistration.record(catalog, .post, "proxy-keys")
         group.get("proxy-keys", use: listProxyKeys)
+        RouterGroupRegistration.record(catalog, .get, "proxy-keys")
         group.get("proxy-keys/:id", use: getProxyKey)
+        RouterGroupRegistration.record(catalog, .get, "proxy-keys/:id")
         group.patch("proxy-keys/:id", use: patchProxyKey)
+        RouterGroupRegistration.record(catalog, .patch, "proxy-keys/:id")
         group.post("proxy-keys/:id/revoke", use: revokeProxyKey)
+        RouterGroupRegistration.record(catalog, .post, "proxy-keys/:id/revoke")
 
         group.post("api-keys", use: createOrgKey)
+        RouterGroupRegistration.record(catalog, .post, "api-keys")
         group.get("api-keys", use: listOrgKeys)
+        RouterGroupRegistration.record(catalog, .get, "api-keys")
         group.post("api-keys/:id/revoke", use: revokeOrgKey)
+        RouterGroupRegistration.record(catalog, .post, "api-keys/:id/revoke")
     }
 
     // MARK: Provider keys

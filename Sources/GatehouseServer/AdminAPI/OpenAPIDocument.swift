@@ -4,5 +4,5 @@
 /// copies it into ``OpenAPIDocument/text`` (a test fails when the two differ), so the binary
 /// needs no resource bundle next to it.
 enum OpenAPIDocument {
-    static var text: String { openAPIYAML }
+    static var text: String { openAPIYAML + "\n" }
 }

@@ -296,7 +296,7 @@ paths:
           content:
             application/json:
               schema:
-                $ref: '#/components/schemas/ProxyKey'
+                $ref: '#/components/schemas/ProxyKeyWithSpend'
         '401':
           $ref: '#/components/responses/Unauthorized'
         '403':
@@ -331,7 +331,7 @@ paths:
           content:
             application/json:
               schema:
-                $ref: '#/components/schemas/ProxyKey'
+                $ref: '#/components/schemas/ProxyKeyWithSpend'
         '400':
           $ref: '#/components/responses/BadRequest'
         '401':
@@ -915,6 +915,27 @@ components:
               pattern: '^gate_proxy_[0-9A-Za-z]{50}$'
               description: The full key, shown only in this response.
 
+    ProxyKeyWithSpend:
+      description: |
+        A proxy key with its current budget spend, as returned by `GET` (one or the list) and
+        `PATCH`. The creation and revocation responses do not carry these three fields.
+      allOf:
+        - $ref: '#/components/schemas/ProxyKey'
+        - type: object
+          required: [spent_usd, remaining_usd, period_end]
+          properties:
+            spent_usd:
+              type: [number, 'null']
+              description: Spent in the current budget period (USD); `null` without a budget.
+            remaining_usd:
+              type: [number, 'null']
+              minimum: 0
+              description: '`budget.limit_usd` minus `spent_usd`, never below 0; `null` without a budget.'
+            period_end:
+              type: [string, 'null']
+              format: date-time
+              description: End of the current budget period (UTC); `null` without a budget or for period `total`.
+
     ProxyKeyCreate:
       type: object
       additionalProperties: false
@@ -950,6 +971,8 @@ components:
           oneOf:
             - type: array
               maxItems: 20
+              uniqueItems: true
+              description: At most 20 limits, and no two with the same `metric` and `window_seconds`.
               items:
                 $ref: '#/components/schemas/RateLimit'
             - type: 'null'
@@ -992,6 +1015,8 @@ components:
           oneOf:
             - type: array
               maxItems: 20
+              uniqueItems: true
+              description: At most 20 limits, and no two with the same `metric` and `window_seconds`.
               items:
                 $ref: '#/components/schemas/RateLimit'
             - type: 'null'
@@ -1087,7 +1112,7 @@ components:
         data:
           type: array
           items:
-            $ref: '#/components/schemas/ProxyKey'
+            $ref: '#/components/schemas/ProxyKeyWithSpend'
 
     OrgKeyList:
       type: object

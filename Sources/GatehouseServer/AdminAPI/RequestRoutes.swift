@@ -8,10 +8,13 @@ struct RequestRoutes {
     let plane: ControlPlane
     let logs: any RequestLogStore
 
-    func register(on group: RouterGroup<GatehouseRequestContext>) {
+    func register(on group: RouterGroup<GatehouseRequestContext>, catalog: RouteCatalog? = nil) {
         group.get("requests", use: list)
+        RouterGroupRegistration.record(catalog, .get, "requests")
         group.get("requests/:id", use: get)
+        RouterGroupRegistration.record(catalog, .get, "requests/:id")
         group.get("usage", use: usage)
+        RouterGroupRegistration.record(catalog, .get, "usage")
     }
 
     static let listParameters: Set<String> = ["proxy_key_id", "user", "model", "status", "since", "until", "cursor", "limit"]

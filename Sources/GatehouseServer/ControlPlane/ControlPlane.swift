@@ -264,6 +264,7 @@ public final class ControlPlane: Sendable {
 
     public func updateProxyKey(id: String, patch: GateKeyPatch, by principal: Principal) async throws -> GateKeyRecord {
         let before = try await gateKey(orgID: principal.orgID, id: id, kinds: [.proxy])
+        guard !before.isRevoked else { throw GatehouseError.conflict("key \(id) is revoked; create a new key instead") }
         var after = before
         if let name = patch.name { after.name = try Validation.name(name) }
         after.description = try Validation.description(patch.description.apply(to: before.description))
@@ -286,6 +287,14 @@ public final class ControlPlane: Sendable {
     /// Revokes a key of one of `kinds`; effective on this instance before this returns.
     public func revokeGateKey(id: String, kinds: Set<KeyKind>, by principal: Principal) async throws -> GateKeyRecord {
         let record = try await gateKey(orgID: principal.orgID, id: id, kinds: kinds)
+        if record.kind == .api, !record.isRevoked, principal.kind != .cli {
+            // Revoking the last active API key would lock the organization out of its own
+            // admin API (the CLI on the server can always create a new one).
+            let active = try await store.gateKeys(orgID: principal.orgID, kind: .api).filter { !$0.isRevoked && !$0.isExpired(at: Date()) }
+            if active.count <= 1 {
+                throw GatehouseError.conflict("key \(id) is the organization's last active API key; create another before revoking it")
+            }
+        }
         let audit = draft(principal, action: "\(record.kind.rawValue)_key.revoke", target: id, details: ["name": .string(record.name)])
         switch try await store.revokeGateKey(orgID: principal.orgID, id: id, at: Date(), audit: audit) {
         case .notFound: throw GatehouseError.notFound("no key with id \(Self.safeID(id))")

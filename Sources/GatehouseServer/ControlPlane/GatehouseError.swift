@@ -8,6 +8,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
     case unauthenticated
     case forbidden(String)
     case notFound(String)
+    case methodNotAllowed(String)
     case conflict(String)
     case payloadTooLarge(limit: Int)
     case validation(field: String, message: String)
@@ -25,6 +26,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
         case .unauthenticated: "missing or invalid credentials"
         case .forbidden(let m): m
         case .notFound(let m): m
+        case .methodNotAllowed(let m): m
         case .conflict(let m): m
         case .payloadTooLarge(let limit): "request body is larger than the limit of \(limit) bytes"
         case .validation(let field, let message): "\(field): \(message)"
@@ -47,6 +49,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
         case .unauthenticated: 401
         case .forbidden: 403
         case .notFound: 404
+        case .methodNotAllowed: 405
         case .conflict: 409
         case .payloadTooLarge: 413
         case .validation: 422
@@ -61,6 +64,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
         case .unauthenticated: "authentication_error"
         case .forbidden: "permission_denied"
         case .notFound: "not_found"
+        case .methodNotAllowed: "method_not_allowed"
         case .conflict: "conflict"
         case .payloadTooLarge: "payload_too_large"
         case .validation: "validation_error"

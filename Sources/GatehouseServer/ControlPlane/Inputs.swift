@@ -124,10 +124,16 @@ public enum Validation {
         guard components.query == nil, components.fragment == nil else {
             throw fail("base_url", "must not contain a query or fragment")
         }
-        var normalized = value
-        while normalized.hasSuffix("/") { normalized.removeLast() }
-        if normalized.lowercased().hasSuffix("/v1") { normalized.removeLast(3) }
-        return normalized
+        // Stored without a trailing slash or `/v1` path segment: the gateway appends the
+        // client's `/v1/...` path itself.
+        var path = components.percentEncodedPath
+        while path.hasSuffix("/") { path.removeLast() }
+        if path.lowercased().hasSuffix("/v1") { path.removeLast(3) }
+        while path.hasSuffix("/") { path.removeLast() }
+        var normalized = components
+        normalized.percentEncodedPath = path
+        guard let text = normalized.string else { throw fail("base_url", "must be an absolute http:// or https:// URL") }
+        return text
     }
 
     public static func providerSecret(_ value: String) throws -> String {
