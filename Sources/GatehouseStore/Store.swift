@@ -125,3 +125,37 @@ public protocol RequestLogStore: Sendable {
     /// Totals per group over `[since, until)`, ordered by group.
     func usage(orgID: String, groupBy: UsageGrouping, since: Date?, until: Date?) async throws -> [UsageRow]
 }
+
+/// Result of a change to a user that must keep at least one owner.
+public enum UserChangeResult: Sendable, Equatable {
+    case done
+    case notFound
+    /// Refused: the organization would be left without an owner.
+    case lastOwner
+}
+
+/// Users, sessions and organization settings.
+public protocol AccessStore: Sendable {
+    /// Inserts a user; `StoreError.conflict` if the e-mail is taken (in any organization).
+    func insertUser(_ user: UserRecord, audit: AuditDraft) async throws
+    func users(orgID: String) async throws -> [UserRecord]
+    func user(orgID: String, id: String) async throws -> UserRecord?
+    /// For login: the user with this (lower-cased) e-mail in any organization.
+    func user(email: String) async throws -> UserRecord?
+    /// Changes a role; refuses (in the same transaction) to leave the org without an owner.
+    func updateUserRole(orgID: String, id: String, role: Role, audit: AuditDraft) async throws -> UserChangeResult
+    /// Deletes a user and their sessions; refuses to delete the last owner.
+    func deleteUser(orgID: String, id: String, audit: AuditDraft) async throws -> UserChangeResult
+
+    func insertSession(_ session: SessionRecord, audit: AuditDraft) async throws
+    func session(id: String) async throws -> SessionRecord?
+    /// Records activity (idle expiry is measured from `lastSeenAt`). No audit entry.
+    func touchSession(id: String, at: Date) async throws
+    /// Deletes a session (logout or expiry). `audit` nil for silent expiry cleanup.
+    func deleteSession(id: String, audit: AuditDraft?) async throws
+
+    /// The org's settings (defaults when never changed).
+    func settings(orgID: String) async throws -> OrgSettings
+    func allSettings() async throws -> [String: OrgSettings]
+    func updateSettings(orgID: String, settings: OrgSettings, audit: AuditDraft) async throws
+}

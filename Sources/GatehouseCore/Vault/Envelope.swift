@@ -10,7 +10,7 @@ import Crypto
 /// bytes 6..17 nonce (96 bits, random)
 /// bytes 18..  ciphertext ‖ 128-bit tag
 /// ```
-/// The associated data is never stored: the caller rebuilds it from the row it reads, which is
+/// The header is part of the authenticated data. The associated data is never stored: the caller rebuilds it from the row it reads, which is
 /// what binds a ciphertext to its org, row and provider.
 public enum Envelope {
     public static let formatVersion: UInt8 = 1
@@ -27,14 +27,17 @@ public enum Envelope {
         associatedData: some DataProtocol
     ) throws -> Data {
         let nonce = AES.GCM.Nonce()
-        let box = try AES.GCM.seal(plaintext, using: key, nonce: nonce, authenticating: associatedData)
+        var header = Data(capacity: headerLength)
+        header.append(formatVersion)
+        header.append(algorithmAESGCM)
+        header.append(UInt8(truncatingIfNeeded: keyVersion >> 24))
+        header.append(UInt8(truncatingIfNeeded: keyVersion >> 16))
+        header.append(UInt8(truncatingIfNeeded: keyVersion >> 8))
+        header.append(UInt8(truncatingIfNeeded: keyVersion))
+        // The header is authenticated too: a flipped version or format byte fails to open.
+        let box = try AES.GCM.seal(plaintext, using: key, nonce: nonce, authenticating: header + Data(associatedData))
         var out = Data(capacity: headerLength + nonceLength + box.ciphertext.count + tagLength)
-        out.append(formatVersion)
-        out.append(algorithmAESGCM)
-        out.append(UInt8(truncatingIfNeeded: keyVersion >> 24))
-        out.append(UInt8(truncatingIfNeeded: keyVersion >> 16))
-        out.append(UInt8(truncatingIfNeeded: keyVersion >> 8))
-        out.append(UInt8(truncatingIfNeeded: keyVersion))
+        out.append(header)
         out.append(contentsOf: nonce)
         out.append(box.ciphertext)
         out.append(box.tag)
@@ -69,7 +72,8 @@ public enum Envelope {
                 ciphertext: bytes[cipherStart..<tagStart],
                 tag: bytes[tagStart...]
             )
-            return try AES.GCM.open(box, using: key, authenticating: associatedData)
+            let header = bytes[0..<headerLength]
+            return try AES.GCM.open(box, using: key, authenticating: Data(header) + Data(associatedData))
         } catch {
             throw .decryptionFailed
         }

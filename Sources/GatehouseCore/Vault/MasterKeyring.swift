@@ -52,7 +52,7 @@ public struct MasterKeyring: Sendable {
     /// Parses the text form. `source` names where it came from, for error messages only.
     public static func parse(_ text: String, source: String) throws(VaultError) -> MasterKeyring {
         var keys: [UInt32: SymmetricKey] = [:]
-        let entries = text.split(whereSeparator: { $0 == "\n" || $0 == "\r" })
+        let entries = text.split(whereSeparator: \.isNewline)
             .map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.hasPrefix("#") }
             .flatMap { $0.split(separator: ",") }

@@ -40,13 +40,21 @@ struct JSONBody {
             throw GatehouseError.invalidRequest("request body must be a JSON object")
         }
         if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
-            let shown = unknown.count <= 40 && !unknown.contains("gate_") ? unknown : "(field name redacted)"
-            throw GatehouseError.validation(field: shown, message: "unknown field")
+            throw GatehouseError.validation(field: safeFieldName(unknown), message: "unknown field")
         }
         return JSONBody(fields: fields)
     }
 
     func has(_ key: String) -> Bool { fields[key] != nil }
+
+    /// An unknown field name for a message: shown only when it looks like a field name
+    /// (short, lower-case letters, digits, underscores), never something that could be a
+    /// pasted secret.
+    static func safeFieldName(_ name: String) -> String {
+        let looksLikeField = name.count <= 32 && !name.contains("gate_")
+            && name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }
+        return looksLikeField ? name : "(field name redacted)"
+    }
 
     func typeError(_ key: String, _ expected: String) -> GatehouseError {
         .validation(field: prefix + key, message: "must be \(expected)")
@@ -158,7 +166,7 @@ struct JSONBody {
     private func nested(_ value: JSONValue, field: String, allowed: Set<String>) throws -> JSONBody {
         guard case .object(let fields) = value else { throw GatehouseError.validation(field: prefix + field, message: "must be an object") }
         if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
-            throw GatehouseError.validation(field: "\(prefix)\(field).\(unknown.prefix(40))", message: "unknown field")
+            throw GatehouseError.validation(field: "\(prefix)\(field).\(Self.safeFieldName(unknown))", message: "unknown field")
         }
         return JSONBody(fields: fields, prefix: "\(prefix)\(field).")
     }

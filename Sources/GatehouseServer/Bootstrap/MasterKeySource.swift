@@ -48,11 +48,26 @@ public struct MasterKeySource: Sendable {
     /// Refuses a key file inside the data directory.
     public func checkOutside(dataDir: String) throws {
         guard environmentValue == nil else { return }
-        let key = URL(fileURLWithPath: filePath).standardizedFileURL.resolvingSymlinksInPath().path
-        let dir = URL(fileURLWithPath: dataDir).standardizedFileURL.resolvingSymlinksInPath().path
+        let key = Self.resolved(filePath)
+        let dir = Self.resolved(dataDir)
         if key == dir || key.hasPrefix(dir.hasSuffix("/") ? dir : dir + "/") {
             throw GatehouseError.masterKeyInsideDataDir(path: filePath)
         }
+    }
+
+    /// `path` with symlinks resolved, even when its last components do not exist yet: the
+    /// deepest existing ancestor is resolved and the rest appended (so a link to the data
+    /// directory cannot smuggle a new key file into it).
+    static func resolved(_ path: String) -> String {
+        var url = URL(fileURLWithPath: path).standardizedFileURL
+        var rest: [String] = []
+        while !FileManager.default.fileExists(atPath: url.path), url.path != "/" {
+            rest.insert(url.lastPathComponent, at: 0)
+            url.deleteLastPathComponent()
+        }
+        var resolved = url.resolvingSymlinksInPath()
+        for component in rest { resolved.appendPathComponent(component) }
+        return resolved.standardizedFileURL.path
     }
 
     /// Writes `keyring` to the key file (0600, parent 0700). Refused for an environment key,

@@ -159,11 +159,14 @@ public enum Validation {
     public static func cidrs(_ value: [String]?, field: String = "allowed_ips") throws -> [String]? {
         guard let value else { return nil }
         guard value.count <= maxListEntries else { throw fail(field, "at most \(maxListEntries) entries") }
+        // Name the bad entry by position, never by value: a secret pasted into the wrong field
+        // must not come back in the error.
+        for (i, entry) in value.enumerated() where CIDR(entry.trimmingCharacters(in: .whitespaces)) == nil {
+            throw fail("\(field)[\(i)]", "must be an IPv4/IPv6 address or CIDR such as 10.0.0.0/8")
+        }
         switch IPAllowlist.parse(value) {
         case .success(let list): return list.networks.map(\.description)
-        case .failure(let bad):
-            let shown = bad.entries.prefix(3).map { String($0.prefix(60)) }.joined(separator: ", ")
-            throw fail(field, "not an IPv4/IPv6 address or CIDR: \(shown)")
+        case .failure: throw fail(field, "must be IPv4/IPv6 addresses or CIDRs")
         }
     }
 

@@ -146,6 +146,41 @@ enum SQLiteMigrations {
             "CREATE INDEX request_logs_org_user ON request_logs(org_id, user_hash, started_at_ms DESC)",
             "CREATE INDEX request_logs_org_model ON request_logs(org_id, model, started_at_ms DESC)",
         ]),
+        // Users, login sessions and organization settings. E-mail addresses are unique across the
+        // installation (login is by e-mail alone) and stored lower-cased by the caller.
+        // A session's id is the hex SHA-256 of its token; the token itself is never stored.
+        // Deleting a user deletes their sessions (the store also deletes them explicitly).
+        SQLiteMigration(version: 3, statements: [
+            """
+            CREATE TABLE users (
+                id            TEXT PRIMARY KEY NOT NULL,
+                org_id        TEXT NOT NULL REFERENCES organizations(id),
+                email         TEXT NOT NULL UNIQUE,
+                role          TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+                password_hash TEXT NOT NULL,
+                created_at_ms INTEGER NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX users_org ON users(org_id)",
+            """
+            CREATE TABLE sessions (
+                id              TEXT PRIMARY KEY NOT NULL,
+                user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                org_id          TEXT NOT NULL,
+                created_at_ms   INTEGER NOT NULL,
+                last_seen_at_ms INTEGER NOT NULL,
+                expires_at_ms   INTEGER NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX sessions_user ON sessions(user_id)",
+            // settings: the organization's OrgSettings as JSON (Codable); no row means defaults.
+            """
+            CREATE TABLE org_settings (
+                org_id   TEXT PRIMARY KEY NOT NULL REFERENCES organizations(id),
+                settings TEXT NOT NULL
+            ) STRICT
+            """,
+        ]),
     ]
 
     /// The newest schema version this binary understands.

@@ -448,7 +448,7 @@ public final class SQLiteStore: Store {
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction: committed if it returns, rolled back if it
     /// throws. IMMEDIATE takes the write lock up front, so the read-then-write steps inside (the
     /// audit chain tail, revoke checks) cannot race another process.
-    private func writeTransaction<T>(
+    func writeTransaction<T>(
         _ operation: String, _ body: (SQLiteTransaction) async throws -> T
     ) async throws -> T {
         try await gate.withExclusiveAccess {
@@ -472,7 +472,7 @@ public final class SQLiteStore: Store {
 
     /// Runs a read. It also goes through the gate: on a shared connection a read would otherwise
     /// see another caller's uncommitted, possibly rolled back, writes.
-    private func read<T>(_ operation: String, _ body: (SQLiteConnection) async throws -> T) async throws -> T {
+    func read<T>(_ operation: String, _ body: (SQLiteConnection) async throws -> T) async throws -> T {
         try await gate.withExclusiveAccess {
             try ensureOpen(operation)
             do {
@@ -807,7 +807,7 @@ extension SQLiteStore {
 
 /// What a mutating method can do inside its transaction. Only exists within
 /// `SQLiteStore.writeTransaction`, which holds the gate and the SQLite write lock.
-private struct SQLiteTransaction {
+struct SQLiteTransaction {
     let connection: SQLiteConnection
     /// One timestamp for the whole transaction (audit time, change_log time).
     let now: Date
@@ -816,6 +816,9 @@ private struct SQLiteTransaction {
         case organization
         case providerKey = "provider_key"
         case gateKey = "gate_key"
+        case user
+        case session
+        case settings
     }
 
     func query(_ sql: String, _ binds: [SQLiteData] = []) async throws -> [SQLiteRow] {
@@ -871,7 +874,7 @@ extension Date {
 
 extension SQLiteData {
     fileprivate static func int64(_ value: Int64) -> SQLiteData { .integer(SQLiteInt64(value)) }
-    fileprivate static func date(_ date: Date) -> SQLiteData { .int64(date.unixMilliseconds) }
+    static func date(_ date: Date) -> SQLiteData { .int64(date.unixMilliseconds) }
     fileprivate static func optionalDate(_ date: Date?) -> SQLiteData { date.map(SQLiteData.date) ?? .null }
     fileprivate static func optionalText(_ text: String?) -> SQLiteData { text.map(SQLiteData.text) ?? .null }
     fileprivate static func data(_ data: Data) -> SQLiteData { .blob(ByteBuffer(bytes: data)) }
@@ -880,7 +883,7 @@ extension SQLiteData {
     fileprivate static func optionalFloat(_ value: Double?) -> SQLiteData { value.map(SQLiteData.float) ?? .null }
 
     /// JSON text for an optional value; `nil` is SQL NULL (distinct from an empty list).
-    fileprivate static func json(_ value: (some Encodable)?, column: String) throws -> SQLiteData {
+    static func json(_ value: (some Encodable)?, column: String) throws -> SQLiteData {
         guard let value else { return .null }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -899,7 +902,7 @@ extension SQLiteRow {
         StoreError.unavailable("unexpected value type in column \(column)")
     }
 
-    fileprivate func text(_ column: String) throws -> String {
+    func text(_ column: String) throws -> String {
         guard case .text(let value)? = self.column(column) else { throw mismatch(column) }
         return value
     }
@@ -912,7 +915,7 @@ extension SQLiteRow {
         }
     }
 
-    fileprivate func int64(_ column: String) throws -> Int64 {
+    func int64(_ column: String) throws -> Int64 {
         guard case .integer(let value)? = self.column(column) else { throw mismatch(column) }
         return Int64(value)
     }
@@ -951,7 +954,7 @@ extension SQLiteRow {
         }
     }
 
-    fileprivate func date(_ column: String) throws -> Date {
+    func date(_ column: String) throws -> Date {
         Date(unixMilliseconds: try int64(column))
     }
 
@@ -959,7 +962,7 @@ extension SQLiteRow {
         try optionalInt64(column).map(Date.init(unixMilliseconds:))
     }
 
-    fileprivate func json<T: Decodable>(_ type: T.Type, _ column: String) throws -> T? {
+    func json<T: Decodable>(_ type: T.Type, _ column: String) throws -> T? {
         guard let text = try optionalText(column) else { return nil }
         do {
             return try JSONDecoder().decode(type, from: Data(text.utf8))
