@@ -41,6 +41,16 @@ struct GatehouseCommand {
         } catch let error as ValidationError {
             Console.err("Error: \(error.message)")
             exit(1)
+        } catch let error as GatehouseError {
+            Console.err("gatehouse: \(Console.oneLine(error.description))")
+            exit(2)
+        } catch where Root.exitCode(for: error) == .success {
+            // `gatehouse` alone, or a command group without a subcommand: show its help.
+            Console.out(Root.fullMessage(for: error))
+            exit(0)
+        } catch where String(describing: type(of: error)).contains("CommandError") {
+            Console.err("Error: \(Console.oneLine(Root.message(for: error))) (see `gatehouse --help`)")
+            exit(1)
         } catch {
             Console.err("gatehouse: \(Console.oneLine(String(describing: error)))")
             exit(2)

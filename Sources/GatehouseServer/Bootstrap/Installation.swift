@@ -59,9 +59,14 @@ public enum Installation {
         let store: SQLiteStore
         do {
             store = try await SQLiteStore.open(path: paths.database, logger: logger)
-            try await store.migrate()
         } catch let error as StoreError {
             throw GatehouseError.startup(error.description)
+        }
+        do {
+            try await store.migrate()
+        } catch {
+            try? await store.close()
+            throw GatehouseError.startup((error as? StoreError)?.description ?? "database migration failed")
         }
         do {
             let initialised = try await store.hasOrganizations()

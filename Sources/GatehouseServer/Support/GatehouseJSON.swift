@@ -69,3 +69,17 @@ public enum GatehouseJSON {
         .object(["data": .array(items)])
     }
 }
+
+extension GatehouseJSON {
+    public static func user(_ u: UserRecord) -> JSONValue {
+        .object(["id": .string(u.id), "email": .string(u.email), "role": .string(u.role.rawValue), "created_at": .date(u.createdAt)])
+    }
+
+    public static func settings(_ s: OrgSettings) -> JSONValue {
+        .object([
+            "api_ip_allowlist": .strings(s.apiIPAllowlist), "gateway_ip_allowlist": .strings(s.gatewayIPAllowlist),
+            "trusted_proxies": .strings(s.trustedProxies), "retention_days": .int(s.retentionDays),
+            "log_bodies": .bool(s.logBodies),
+        ])
+    }
+}

@@ -27,6 +27,20 @@ struct CommonOptions: ParsableArguments {
         try await Installation.open(paths: paths, masterKey: masterKey, initialise: false, logger: CLILog.logger).controlPlane
     }
 
+    /// Runs `body` with the installation open and always closes the store afterwards, error
+    /// or not (an unclosed SQLite connection is a bug the driver asserts on).
+    func withPlane<T>(_ body: (ControlPlane) async throws -> T) async throws -> T {
+        let plane = try await open()
+        do {
+            let result = try await body(plane)
+            try? await plane.store.close()
+            return result
+        } catch {
+            try? await plane.store.close()
+            throw error
+        }
+    }
+
     /// The principal for CLI actions: `cli` + the OS user, in the chosen organization.
     func principal(_ plane: ControlPlane) throws -> Principal {
         let orgs = plane.keyTable.snapshot.organizations

@@ -30,13 +30,13 @@ struct KeysCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let plane = try await common.open()
+            let (record, key) = try await common.withPlane { plane in
             let input = GateKeyInput(
                 kind: KeyKind(rawValue: kind)!, name: name, description: description, providerKeyID: providerKey,
                 expiresAt: expiresAt.flatMap(JSONValue.parseDate),
                 allowedModels: allowedModel.isEmpty ? nil : allowedModel, allowedIPs: allowedIp.isEmpty ? nil : allowedIp)
-            let (record, key) = try await plane.createGateKey(input, by: try common.principal(plane))
-            try? await plane.store.close()
+            return try await plane.createGateKey(input, by: try common.principal(plane))
+            }
             if output.json {
                 Console.out(GatehouseJSON.createdKey(record, key: key).encodedString())
             } else {
@@ -57,9 +57,9 @@ struct KeysCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let plane = try await common.open()
-            let records = try await plane.gateKeys(orgID: try common.principal(plane).orgID, kind: kind.flatMap(KeyKind.init))
-            try? await plane.store.close()
+            let records = try await common.withPlane { plane in
+                try await plane.gateKeys(orgID: try common.principal(plane).orgID, kind: kind.flatMap(KeyKind.init))
+            }
             if output.json {
                 Console.out(GatehouseJSON.list(records.map(GatehouseJSON.gateKey)).encodedString())
             } else {
@@ -74,9 +74,9 @@ struct KeysCommand: AsyncParsableCommand {
         @Argument(help: "Key id (the 12 characters after gate_<kind>_).") var id: String
 
         func run() async throws {
-            let plane = try await common.open()
-            let record = try await plane.revokeGateKey(id: id, kinds: [.proxy, .api, .read], by: try common.principal(plane))
-            try? await plane.store.close()
+            let record = try await common.withPlane { plane in
+                try await plane.revokeGateKey(id: id, kinds: [.proxy, .api, .read], by: try common.principal(plane))
+            }
             Console.out("Revoked \(record.kind.rawValue) key \(record.id).")
         }
     }

@@ -55,6 +55,16 @@ struct Serve: AsyncParsableCommand {
             throw GatehouseError.startup("the pricing file \(pricing) is missing or not valid pricing JSON")
         }
         let opened = try await Installation.open(paths: paths, masterKey: common.masterKey, initialise: true, logger: logger)
+        do {
+            try await serve(opened, paths: paths, logger: logger)
+            try? await opened.controlPlane.store.close()
+        } catch {
+            try? await opened.controlPlane.store.close()
+            throw error
+        }
+    }
+
+    func serve(_ opened: Installation.Opened, paths: Installation.Paths, logger: Logger) async throws {
         if let ownerKey = opened.ownerKey {
             Console.out("Gatehouse initialised a new installation in \(paths.dataDir).")
             if let file = opened.createdMasterKeyFile {
@@ -104,7 +114,6 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw GatehouseError.startup("the server stopped: \(Console.oneLine(String(describing: error)))")
         }
-        try? await opened.controlPlane.store.close()
     }
 }
 
@@ -118,12 +127,11 @@ struct Init: AsyncParsableCommand {
         let paths = common.paths
         if FileManager.default.fileExists(atPath: paths.database) {
             // Opening checks the master key against existing data before saying anything else.
-            let plane = try await common.open()
-            try? await plane.store.close()
+            try await common.withPlane { _ in }
             throw GatehouseError.alreadyInitialised(dataDir: paths.dataDir)
         }
         let opened = try await Installation.open(paths: paths, masterKey: common.masterKey, initialise: true, logger: CLILog.logger)
-        defer { Task { try? await opened.controlPlane.store.close() } }
+        try? await opened.controlPlane.store.close()
         guard let ownerKey = opened.ownerKey else { throw GatehouseError.alreadyInitialised(dataDir: paths.dataDir) }
         Console.out("Gatehouse initialised a new installation in \(paths.dataDir).")
         if let file = opened.createdMasterKeyFile {

@@ -34,11 +34,11 @@ struct VaultCommand: AsyncParsableCommand {
                 }
                 secret = line.trimmingCharacters(in: .whitespacesAndNewlines)
             }
-            let plane = try await common.open()
-            let record = try await plane.createProviderKey(
-                ProviderKeyInput(name: name, provider: Provider(rawValue: provider)!, baseURL: baseUrl, apiKey: secret),
-                by: try common.principal(plane))
-            try? await plane.store.close()
+            let record = try await common.withPlane { plane in
+                try await plane.createProviderKey(
+                    ProviderKeyInput(name: name, provider: Provider(rawValue: provider)!, baseURL: baseUrl, apiKey: secret),
+                    by: try common.principal(plane))
+            }
             Console.out(output.json ? GatehouseJSON.providerKey(record).encodedString() : "Stored provider key \(record.id) (…\(record.last4)).")
         }
     }
@@ -49,9 +49,9 @@ struct VaultCommand: AsyncParsableCommand {
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
-            let plane = try await common.open()
-            let records = try await plane.providerKeys(orgID: try common.principal(plane).orgID)
-            try? await plane.store.close()
+            let records = try await common.withPlane { plane in
+                try await plane.providerKeys(orgID: try common.principal(plane).orgID)
+            }
             if output.json {
                 Console.out(GatehouseJSON.list(records.map(GatehouseJSON.providerKey)).encodedString())
             } else {
@@ -66,9 +66,9 @@ struct VaultCommand: AsyncParsableCommand {
         @Argument(help: "Provider key id.") var id: String
 
         func run() async throws {
-            let plane = try await common.open()
-            try await plane.deleteProviderKey(id: id, by: try common.principal(plane))
-            try? await plane.store.close()
+            try await common.withPlane { plane in
+                try await plane.deleteProviderKey(id: id, by: try common.principal(plane))
+            }
             Console.out("Deleted provider key \(id).")
         }
     }
@@ -81,10 +81,9 @@ struct VaultCommand: AsyncParsableCommand {
 
         func run() async throws {
             let source = common.masterKey
-            let plane = try await common.open()
-            let principal = try common.principal(plane)
-            let (version, count) = try await plane.rotateMasterKey(by: principal, persistKeyring: { try source.save($0) })
-            try? await plane.store.close()
+            let (version, count) = try await common.withPlane { plane in
+                try await plane.rotateMasterKey(by: try common.principal(plane), persistKeyring: { try source.save($0) })
+            }
             Console.out("Master key rotated: version \(version) is primary; \(count) data key(s) re-wrapped in \(source.filePath).")
         }
     }
