@@ -52,11 +52,18 @@ public enum GatehouseApp {
             headers[.contentType] = "application/yaml; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text)))
         }
-        let manage = router.group("api").add(middleware: AdminAuthMiddleware(keyTable: plane.keyTable, permission: .manage))
-        KeyRoutes(plane: plane).register(on: manage, catalog: catalog)
+        let login = LoginThrottle()
+        func api(_ capability: Capability) -> RouterGroup<GatehouseRequestContext> {
+            router.group("api").add(middleware: AdminAuthMiddleware(plane: plane, capability: capability))
+        }
+        KeyRoutes(plane: plane).register(on: api(.manageKeys), catalog: catalog)
         if let logs = plane.store as? any RequestLogStore {
-            let read = router.group("api").add(middleware: AdminAuthMiddleware(keyTable: plane.keyTable, permission: .read))
-            RequestRoutes(plane: plane, logs: logs).register(on: read, catalog: catalog)
+            RequestRoutes(plane: plane, logs: logs).register(logs: api(.viewRequestLogs), usage: api(.viewUsage), catalog: catalog)
+        }
+        if plane.store is any AccessStore {
+            UserRoutes(plane: plane).register(on: api(.manageTeam), catalog: catalog)
+            SettingsRoutes(plane: plane).register(on: api(.manageSettings), catalog: catalog)
+            SessionRoutes(plane: plane, throttle: login).register(open: router.group("api"), authenticated: api(.viewUsage), catalog: catalog)
         }
         return router
     }
@@ -96,6 +103,7 @@ public enum GatehouseApp {
                 plane: plane, upstream: upstream, pricing: options.pricing, logWriter: $0, ledger: plane.ledger,
                 headTimeout: options.upstreamTimeouts.head, logger: logger)
         }
+        if let logWriter { plane.setBeforeLimitRestore { await logWriter.flush() } }
         let router = buildRouter(plane: plane, gateway: gateway)
         let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(60))
         let server: HTTPServerBuilder

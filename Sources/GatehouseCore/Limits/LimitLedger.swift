@@ -90,18 +90,20 @@ public final class LimitLedger: Sendable {
         policy.unit == .request ? 1 : Double(costMicros) / 10_000
     }
 
-    static func policyText(_ key: WindowKey) -> String {
+    /// `RateLimit-Policy` text: `<limit>;w=<seconds>` plus the unit.
+    static func policyText(_ key: WindowKey, limit: Double) -> String {
         if let p = key.policy {
             var t = "\(formatNumber(p.quota));w=\(p.windowSeconds)"
             if p.unit == .cents { t += ";u=cents" }
             if p.perUser { t += ";s=user" }
             return t
         }
-        switch key.metric {
-        case .requests: return "requests;w=\(key.windowSeconds)"
-        case .tokens: return "tokens;w=\(key.windowSeconds)"
-        case .costUSD: return "usd;w=\(key.windowSeconds)"
+        let unit = switch key.metric {
+        case .requests: "requests"
+        case .tokens: "tokens"
+        case .costUSD: "usd"
         }
+        return "\(formatNumber(limit));w=\(key.windowSeconds);u=\(unit)"
     }
 
     public static func formatNumber(_ v: Double) -> String {
@@ -137,7 +139,7 @@ public final class LimitLedger: Sendable {
                     let reset = Int((Double(window.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
                     s.windows[key] = window
                     return .rateLimited(
-                        Status(policy: Self.policyText(key), limit: limit, remaining: max(0, limit - used), resetSeconds: max(0, reset)),
+                        Status(policy: Self.policyText(key, limit: limit), limit: limit, remaining: max(0, limit - used), resetSeconds: max(0, reset)),
                         retryAfterSeconds: max(1, Int((Double(wait) / 1000).rounded(.up))))
                 }
                 s.windows[key] = window
@@ -149,7 +151,7 @@ public final class LimitLedger: Sendable {
                     s.budgetPeriodStart = start
                     s.spentMicros = 0
                 }
-                let limitMicros = Int64((budget.limitUSD * 1_000_000).rounded(.down))
+                let limitMicros = Int64((budget.limitUSD * 1_000_000).rounded())
                 let used = s.spentMicros + s.pendingBudgetSum
                 let resetSeconds = end.map { Int($0.timeIntervalSince(now).rounded(.up)) }
                 if used + costMicros > limitMicros || (costMicros == 0 && used >= limitMicros) {
@@ -180,7 +182,7 @@ public final class LimitLedger: Sendable {
                 if ratio < tightestRatio {
                     tightestRatio = ratio
                     let reset = Int((Double(window.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
-                    tightest = Status(policy: Self.policyText(key), limit: limit, remaining: remaining, resetSeconds: max(0, reset))
+                    tightest = Status(policy: Self.policyText(key, limit: limit), limit: limit, remaining: remaining, resetSeconds: max(0, reset))
                 }
                 s.windows[key] = window
             }
@@ -238,10 +240,18 @@ public final class LimitLedger: Sendable {
     public func restore(keyID: String, limits: [RateLimit], budget: Budget?, spentMicros: Int64, history: [HistoryEntry], now: Date = Date()) {
         let nowMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
         state.withLock { keys in
+            let previous = keys[keyID]
             var s = KeyState()
+            // Requests in flight keep their reservations; they settle into the rebuilt state.
+            if let previous {
+                s.pendingBudget = previous.pendingBudget
+                s.pendingBudgetSum = previous.pendingBudgetSum
+                for (key, window) in previous.windows where key.policy != nil { s.windows[key] = window }
+            }
             for limit in limits {
                 let key = WindowKey(metric: limit.metric, windowSeconds: limit.windowSeconds)
-                var window = s.windows[key] ?? SlidingWindowLog(windowSeconds: limit.windowSeconds)
+                var window = SlidingWindowLog(windowSeconds: limit.windowSeconds)
+                if let old = previous?.windows[key] { window.adoptPending(from: old) }
                 for entry in history {
                     let t = Int64((entry.time.timeIntervalSince1970 * 1000).rounded(.down))
                     guard t > nowMs - window.windowMs else { continue }

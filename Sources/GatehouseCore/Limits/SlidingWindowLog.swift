@@ -17,6 +17,9 @@ public struct SlidingWindowLog: Sendable {
     private var times: [Int64] = []
     private var amounts: [Double] = []
     private var head = 0
+    /// When the newest entry's bucket began: merging stops `granularity` after it, so one
+    /// entry can never absorb a steady stream and stay in the window forever.
+    private var lastBucketStart: Int64 = .min
     private var settledSum: Double = 0
     private var pending: [UInt64: Double] = [:]
     private var pendingSum: Double = 0
@@ -51,12 +54,13 @@ public struct SlidingWindowLog: Sendable {
     public mutating func add(_ amount: Double, now: Int64) {
         guard amount > 0 else { return }
         prune(now: now)
-        if let last = times.last, times.count > head, now - last < granularityMs, now >= last {
+        if let last = times.last, times.count > head, now - lastBucketStart < granularityMs, now >= last {
             times[times.count - 1] = now
             amounts[amounts.count - 1] += amount
         } else {
             times.append(max(now, times.last ?? now))
             amounts.append(amount)
+            lastBucketStart = now
         }
         settledSum += amount
     }
@@ -97,4 +101,12 @@ public struct SlidingWindowLog: Sendable {
     }
 
     public var isIdle: Bool { head == times.count && pending.isEmpty }
+
+    /// Carries in-flight reservations over from the window this one replaces.
+    public mutating func adoptPending(from other: SlidingWindowLog) {
+        for (id, amount) in other.pending where pending[id] == nil {
+            pending[id] = amount
+            pendingSum += amount
+        }
+    }
 }

@@ -1,59 +1,84 @@
-import Hummingbird
+import Foundation
 import GatehouseCore
 import HTTPTypes
+import Hummingbird
 
-/// What a route needs from its caller.
-public enum AdminPermission: Sendable {
-    /// API key (admin level): every management route.
-    case manage
-    /// Read-only key or API key: `GET` on request logs, usage, metrics and audit.
-    case read
-}
-
-/// Authenticates `/api` callers from the in-memory key table and enforces the key kind.
+/// Authenticates `/api` callers — an API or read-only key (`Authorization: Bearer`), or a
+/// session cookie — then applies the organization's network rules and the route's capability.
 ///
 /// Every authentication failure answers the same `401` body, whatever the reason (malformed,
-/// unknown, wrong secret, revoked, expired), so a caller learns nothing about which keys exist.
+/// unknown, wrong secret, revoked, expired, unknown session), so a caller learns nothing about
+/// which credentials exist. A key of the wrong kind is `403`.
 public struct AdminAuthMiddleware: RouterMiddleware {
     public typealias Context = GatehouseRequestContext
 
-    let keyTable: KeyTable
-    let permission: AdminPermission
+    public static let sessionCookie = "gatehouse_session"
 
-    public init(keyTable: KeyTable, permission: AdminPermission) {
-        self.keyTable = keyTable
-        self.permission = permission
+    let plane: ControlPlane
+    let capability: Capability
+
+    public init(plane: ControlPlane, capability: Capability) {
+        self.plane = plane
+        self.capability = capability
     }
 
     public func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        guard let token = Self.bearerToken(request.headers[.authorization]) else {
-            throw GatehouseError.unauthenticated
-        }
-        guard case .success(let record) = keyTable.authenticate(token) else {
-            throw GatehouseError.unauthenticated
-        }
-        switch (record.kind, permission) {
-        case (.proxy, _):
-            throw GatehouseError.forbidden("proxy keys can only be used on the gateway (/v1); use an API key for /api")
-        case (.read, .manage):
-            throw GatehouseError.forbidden("a read-only key cannot use this route")
-        case (.read, .read) where request.method != .get:
-            throw GatehouseError.forbidden("a read-only key can only read")
-        default:
-            break
-        }
-        if let ips = record.allowedIPs, !ips.isEmpty {
-            let list = IPAllowlist(ips.compactMap { CIDR($0) })
-            guard list.permits(context.peerAddress) else {
-                throw GatehouseError.forbidden("this key may not be used from your IP address")
-            }
-        }
         var context = context
-        context.principal = Principal(
-            kind: record.kind == .api ? .apiKey : .readKey, id: record.id, orgID: record.orgID, clientIP: context.clientIP)
+        let principal = try await authenticate(request, context: &context)
+        guard principal.can(capability) else {
+            throw GatehouseError.forbidden(
+                principal.kind == .readKey ? "a read-only key cannot use this route" : "your role does not allow this")
+        }
+        context.principal = principal
         return try await next(request, context)
+    }
+
+    func authenticate(_ request: Request, context: inout Context) async throws -> Principal {
+        let keyTable = plane.keyTable
+        if let token = Self.bearerToken(request.headers[.authorization]) {
+            guard case .success(let record) = keyTable.authenticate(token) else { throw GatehouseError.unauthenticated }
+            guard record.kind != .proxy else {
+                throw GatehouseError.forbidden("proxy keys can only be used on the gateway (/v1); use an API key for /api")
+            }
+            let address = try checkNetwork(orgID: record.orgID, request: request, context: &context)
+            if let ips = record.allowedIPs, !ips.isEmpty {
+                guard IPAllowlist(ips.compactMap { CIDR($0) }).permits(address) else {
+                    throw GatehouseError.forbidden("this key may not be used from your IP address")
+                }
+            }
+            return Principal(kind: record.kind == .api ? .apiKey : .readKey, id: record.id, orgID: record.orgID, clientIP: context.clientIP)
+        }
+        if let token = request.cookies[Self.sessionCookie]?.value, !token.isEmpty {
+            guard var principal = try await plane.principal(sessionToken: token, clientIP: context.clientIP) else {
+                throw GatehouseError.unauthenticated
+            }
+            _ = try checkNetwork(orgID: principal.orgID, request: request, context: &context)
+            principal.clientIP = context.clientIP
+            // CSRF: a browser always sends Origin on cross-site writes; require it to be us.
+            if ![.get, .head, .options].contains(request.method), !Self.isSameOrigin(request) {
+                throw GatehouseError.forbidden("cookie-authenticated changes need a same-origin Origin header")
+            }
+            return principal
+        }
+        throw GatehouseError.unauthenticated
+    }
+
+    /// Resolves the client address with the org's trusted proxies and applies its `/api` allowlist.
+    func checkNetwork(orgID: String, request: Request, context: inout Context) throws -> IPAddress? {
+        let policy = plane.keyTable.networkPolicy(orgID)
+        let address = policy.clientAddress(peer: context.peerAddress, headers: request.headers)
+        context.resolvedClientAddress = address
+        guard policy.apiAllowlist.permits(address) else {
+            throw GatehouseError.forbidden("your IP address is not allowed to use the admin API of this organization")
+        }
+        return address
+    }
+
+    static func isSameOrigin(_ request: Request) -> Bool {
+        guard let origin = request.headers[.origin], let authority = request.head.authority else { return false }
+        return origin == "https://" + authority || origin == "http://" + authority
     }
 
     /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).

@@ -10,6 +10,8 @@ public struct GatehouseRequestContext: RequestContext {
     /// The TCP peer. (Trusted-proxy handling of `X-Forwarded-For` builds on this.)
     public let peerAddress: IPAddress?
     public var principal: Principal?
+    /// The client address after trusted-proxy resolution (set once the organization is known).
+    public var resolvedClientAddress: IPAddress?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
@@ -20,7 +22,7 @@ public struct GatehouseRequestContext: RequestContext {
     /// Admin bodies are small JSON documents.
     public var maxUploadSize: Int { AdminLimits.maxBodyBytes }
 
-    public var clientIP: String { peerAddress?.description ?? "" }
+    public var clientIP: String { (resolvedClientAddress ?? peerAddress)?.description ?? "" }
 }
 
 /// Bounds on admin API input.

@@ -8,12 +8,15 @@ struct RequestRoutes {
     let plane: ControlPlane
     let logs: any RequestLogStore
 
-    func register(on group: RouterGroup<GatehouseRequestContext>, catalog: RouteCatalog? = nil) {
+    func register(
+        logs group: RouterGroup<GatehouseRequestContext>, usage usageGroup: RouterGroup<GatehouseRequestContext>,
+        catalog: RouteCatalog? = nil
+    ) {
         group.get("requests", use: list)
         RouterGroupRegistration.record(catalog, .get, "requests")
         group.get("requests/:id", use: get)
         RouterGroupRegistration.record(catalog, .get, "requests/:id")
-        group.get("usage", use: usage)
+        usageGroup.get("usage", use: usage)
         RouterGroupRegistration.record(catalog, .get, "usage")
     }
 

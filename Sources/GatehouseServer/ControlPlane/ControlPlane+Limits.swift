@@ -10,8 +10,15 @@ extension ControlPlane {
     /// interval of the request-log writer.
     public func restoreLimits(from logs: any RequestLogStore, now: Date = Date()) async throws {
         for key in keyTable.snapshot.gateKeys.values where key.kind == .proxy && !key.isRevoked {
+            try await restoreLimits(for: key, from: logs, now: now)
+        }
+    }
+
+    /// Rebuilds one key's windows and spend from the request log.
+    func restoreLimits(for key: GateKeyRecord, from logs: any RequestLogStore, now: Date = Date()) async throws {
+        do {
             let limits = key.rateLimits ?? []
-            guard !limits.isEmpty || key.budget != nil else { continue }
+            guard !limits.isEmpty || key.budget != nil else { return }
             let longestWindow = limits.map(\.windowSeconds).max() ?? 0
             var since = now.addingTimeInterval(-Double(longestWindow))
             let periodStart = key.budget?.period.bounds(containing: now).start

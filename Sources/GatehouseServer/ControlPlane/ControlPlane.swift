@@ -16,6 +16,18 @@ public final class ControlPlane: Sendable {
     public let ledger = LimitLedger()
     private let vaultState: Mutex<Vault>
     let logger: Logger
+    /// Callbacks installed by the server (the CLI has none).
+    struct Hooks: Sendable {
+        /// Flushes the request-log writer, so a rebuild from the log sees every call so far.
+        var beforeLimitRestore: (@Sendable () async -> Void)?
+    }
+
+    let hooks = Mutex(Hooks())
+
+    public func setBeforeLimitRestore(_ hook: @escaping @Sendable () async -> Void) {
+        hooks.withLock { $0.beforeLimitRestore = hook }
+    }
+
     /// Re-reads the master keyring from its source, after another process rotated it.
     let keyringReloader: (@Sendable () throws -> MasterKeyring?)?
 
@@ -70,14 +82,17 @@ public final class ControlPlane: Sendable {
         }
         let gateKeys = try await store.allGateKeys()
         let providerKeys = try await store.allProviderKeys()
+        let settings = try await (store as? any AccessStore)?.allSettings() ?? [:]
         keyTable.publish(
             KeyTable.Snapshot(
                 sequence: sequence,
                 gateKeys: Dictionary(gateKeys.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
                 providerKeys: Dictionary(providerKeys.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
                 orgKeys: orgKeys,
-                organizations: Dictionary(orgs.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                organizations: Dictionary(orgs.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
+                networkPolicies: settings.mapValues(NetworkPolicy.init)
             ))
+        ledger.retain(keyIDs: Set(gateKeys.lazy.filter { $0.kind == .proxy && !$0.isRevoked }.map(\.id)))
     }
 
     /// Reloads after a local change; a failure here is logged, not thrown, because the change
@@ -281,6 +296,11 @@ public final class ControlPlane: Sendable {
             throw GatehouseError.notFound("no key with id \(Self.safeID(id))")
         }
         await refreshAfterChange()
+        if after.rateLimits != before.rateLimits || after.budget != before.budget, let logs = store as? any RequestLogStore {
+            // New windows and budget periods start from what the key already used.
+            await hooks.withLock { $0.beforeLimitRestore }?()
+            try? await restoreLimits(for: after, from: logs)
+        }
         return after
     }
 

@@ -11,6 +11,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
     case methodNotAllowed(String)
     case conflict(String)
     case payloadTooLarge(limit: Int)
+    case tooManyRequests(String)
     case validation(field: String, message: String)
     case notInitialised(dataDir: String)
     case alreadyInitialised(dataDir: String)
@@ -29,6 +30,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
         case .methodNotAllowed(let m): m
         case .conflict(let m): m
         case .payloadTooLarge(let limit): "request body is larger than the limit of \(limit) bytes"
+        case .tooManyRequests(let m): m
         case .validation(let field, let message): "\(field): \(message)"
         case .notInitialised(let dir): "\(dir) holds no Gatehouse installation; run `gatehouse init` or `gatehouse serve` first"
         case .alreadyInitialised(let dir): "\(dir) is already initialised"
@@ -52,6 +54,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
         case .methodNotAllowed: 405
         case .conflict: 409
         case .payloadTooLarge: 413
+        case .tooManyRequests: 429
         case .validation: 422
         default: 500
         }
@@ -67,6 +70,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
         case .methodNotAllowed: "method_not_allowed"
         case .conflict: "conflict"
         case .payloadTooLarge: "payload_too_large"
+        case .tooManyRequests: "rate_limited"
         case .validation: "validation_error"
         default: "internal_error"
         }

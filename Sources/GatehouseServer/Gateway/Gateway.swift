@@ -90,6 +90,8 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
             hideUsageChunk = true
         }
 
+        guard let baseURL = providerKey.baseURL ?? providerKey.provider.defaultBaseURL else { throw .internalError }
+
         // 4. Limits: reserve the worst case, or refuse.
         let metadata = RequestMetadata(headers: request.headers)
         let userID = metadata.userID ?? info?.user
@@ -102,7 +104,6 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
             limits.reservation.map { ledger.settle($0, actual: .init(tokens: 0, costMicros: 0)) }
             throw .internalError
         }
-        guard let baseURL = providerKey.baseURL ?? providerKey.provider.defaultBaseURL else { throw .internalError }
         var url = baseURL + path
         if let query = request.uri.query, !query.isEmpty { url += "?" + query }
         let upstreamRequest = UpstreamRequest(
@@ -176,7 +177,8 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
         }
         let rateLimits = key.rateLimits ?? []
         guard !rateLimits.isEmpty || key.budget != nil || policy != nil else { return (nil, nil) }
-        let worst = pricing.worstCase(model: info?.model, bodyBytes: bodyBytes, maxTokens: info?.maxTokens)
+        // A call without a body (GET /v1/models, DELETE …) generates no tokens.
+        let worst = bodyBytes == 0 ? (tokens: 0, costMicros: Int64?(0)) : pricing.worstCase(model: info?.model, bodyBytes: bodyBytes, maxTokens: info?.maxTokens)
         let needsPrice = key.budget != nil || rateLimits.contains { $0.metric == .costUSD } || policy?.unit == .cents
         if needsPrice, worst.costMicros == nil { throw .modelNotPriced }
         switch ledger.reserve(

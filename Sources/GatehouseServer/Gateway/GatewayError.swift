@@ -80,7 +80,7 @@ public enum GatewayError: Error, Sendable, Equatable {
         case .internalError: "Internal error."
         case .badPolicy(let why): "Invalid Helicone-RateLimit-Policy header: \(why)."
         case .modelNotPriced:
-            "This proxy key has a budget or cost limit, and the requested model has no known price, so its cost cannot be limited. Add the model to the pricing table (--pricing)."
+            "This proxy key has a budget or cost limit, and the request names no model with a known price, so its cost cannot be limited. Add the model to the pricing table (--pricing)."
         case .rateLimited(let status, let retry):
             "Rate limit exceeded (\(status.policy)). Retry after \(retry) s."
         case .budgetExhausted(let status, _):

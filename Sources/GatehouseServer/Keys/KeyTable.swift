@@ -16,6 +16,8 @@ public final class KeyTable: Sendable {
         public var providerKeys: [String: ProviderKeyRecord]
         public var orgKeys: [String: OrgKeys]
         public var organizations: [String: Organization]
+        /// Each organization's parsed network rules (allowlists, trusted proxies).
+        public var networkPolicies: [String: NetworkPolicy] = [:]
 
         public static let empty = Snapshot(sequence: -1, gateKeys: [:], providerKeys: [:], orgKeys: [:], organizations: [:])
     }
@@ -46,6 +48,10 @@ public final class KeyTable: Sendable {
             current = snapshot
             return true
         }
+    }
+
+    public func networkPolicy(_ orgID: String) -> NetworkPolicy {
+        state.withLock { $0.networkPolicies[orgID] } ?? NetworkPolicy()
     }
 
     public func orgKeys(_ orgID: String) -> OrgKeys? {

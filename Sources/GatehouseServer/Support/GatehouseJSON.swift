@@ -46,7 +46,7 @@ public enum GatehouseJSON {
         guard case .object(var o) = gateKey(r) else { return .null }
         if let b = r.budget {
             let spent = ledger.spentMicros(keyID: r.id, budget: b, now: now)
-            let limit = Int64((b.limitUSD * 1_000_000).rounded(.down))
+            let limit = Int64((b.limitUSD * 1_000_000).rounded())
             o["spent_usd"] = .number(Double(spent) / 1_000_000)
             o["remaining_usd"] = .number(Double(max(0, limit - spent)) / 1_000_000)
             o["period_end"] = .date(b.period.bounds(containing: now).end)
