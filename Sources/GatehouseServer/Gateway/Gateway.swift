@@ -65,10 +65,15 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
             throw .unauthenticated
         }
 
-        // 2. From where.
+        // 2. From where: the org's gateway allowlist and the key's own, on the client address
+        //    (X-Forwarded-For believed only from the org's trusted proxies).
+        let network = snapshot.networkPolicies[key.orgID] ?? NetworkPolicy()
+        let client = network.clientAddress(peer: context.peerAddress, headers: request.headers)
+        guard network.gatewayAllowlist.permits(client) else { throw .forbiddenIP }
         if let ips = key.allowedIPs, !ips.isEmpty {
-            guard IPAllowlist(ips.compactMap { CIDR($0) }).permits(context.peerAddress) else { throw .forbiddenIP }
+            guard IPAllowlist(ips.compactMap { CIDR($0) }).permits(client) else { throw .forbiddenIP }
         }
+        let clientIP = client?.description ?? ""
         guard GatewayHTTP.isSafePath(path) else { throw .badPath }
 
         // 3. What: the body, read once and bounded.
@@ -115,7 +120,7 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
             id: context.requestID, orgID: key.orgID, proxyKeyID: key.id, providerKeyID: providerKey.id,
             provider: providerKey.provider.rawValue, model: info?.model, method: request.method.rawValue, path: path,
             status: 0, streamed: info?.stream ?? false, userHash: nil, userSealed: nil, propertiesSealed: nil,
-            clientIP: context.clientIP, startedAt: startedAt, latencyMs: 0, timeToFirstTokenMs: nil, overheadMs: 0,
+            clientIP: clientIP, startedAt: startedAt, latencyMs: 0, timeToFirstTokenMs: nil, overheadMs: 0,
             promptTokens: nil, completionTokens: nil, cachedTokens: nil, costMicros: nil, error: nil,
             requestBodySealed: nil, responseBodySealed: nil)
         var properties = metadata.properties
