@@ -37,7 +37,9 @@ public enum GatehouseApp {
     }
 
     /// The router with the gateway (`/v1/*`) in front of the admin API.
-    public static func buildRouter<Client: UpstreamClient>(plane: ControlPlane, gateway: Gateway<Client>?) -> Router<GatehouseRequestContext> {
+    public static func buildRouter<Client: UpstreamClient>(
+        plane: ControlPlane, gateway: Gateway<Client>?, failures: AuthFailureRecorder? = nil
+    ) -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self)
         if let gateway { router.add(middleware: gateway) }
         let catalog = RouteCatalog()
@@ -54,7 +56,7 @@ public enum GatehouseApp {
         }
         let login = LoginThrottle()
         func api(_ capability: Capability) -> RouterGroup<GatehouseRequestContext> {
-            router.group("api").add(middleware: AdminAuthMiddleware(plane: plane, capability: capability))
+            router.group("api").add(middleware: AdminAuthMiddleware(plane: plane, capability: capability, failures: failures))
         }
         KeyRoutes(plane: plane).register(on: api(.manageKeys), catalog: catalog)
         if let logs = plane.store as? any RequestLogStore {
@@ -64,6 +66,11 @@ public enum GatehouseApp {
             UserRoutes(plane: plane).register(on: api(.manageTeam), catalog: catalog)
             SettingsRoutes(plane: plane).register(on: api(.manageSettings), catalog: catalog)
             SessionRoutes(plane: plane, throttle: login).register(open: router.group("api"), authenticated: api(.viewUsage), catalog: catalog)
+        }
+        if let audit = plane.store as? any AuditStore {
+            AuditRoutes(plane: plane, audit: audit).register(read: api(.viewAudit), catalog: catalog)
+            ExportRoutes(plane: plane, audit: audit, logs: plane.store as? any RequestLogStore)
+                .register(on: api(.exportAndDelete), catalog: catalog)
         }
         return router
     }
@@ -98,13 +105,14 @@ public enum GatehouseApp {
         let logWriter: RequestLogWriter? = (plane.store as? any RequestLogStore).map {
             RequestLogWriter(store: $0, keyTable: plane.keyTable, logger: logger)
         }
+        let failures = AuthFailureRecorder(store: plane.store, logger: logger)
         let gateway = logWriter.map {
             Gateway(
                 plane: plane, upstream: upstream, pricing: options.pricing, logWriter: $0, ledger: plane.ledger,
-                headTimeout: options.upstreamTimeouts.head, logger: logger)
+                failures: failures, headTimeout: options.upstreamTimeouts.head, logger: logger)
         }
         if let logWriter { plane.setBeforeLimitRestore { await logWriter.flush() } }
-        let router = buildRouter(plane: plane, gateway: gateway)
+        let router = buildRouter(plane: plane, gateway: gateway, failures: failures)
         let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(60))
         let server: HTTPServerBuilder
         if let tls {
@@ -127,7 +135,9 @@ public enum GatehouseApp {
             },
             logger: logger
         )
-        app.addServices(ChangeFollower(plane: plane, logger: logger), UpstreamClientService(upstream: upstream))
+        app.addServices(
+            ChangeFollower(plane: plane, logger: logger), UpstreamClientService(upstream: upstream), failures,
+            AuditCheckpointer(plane: plane, logger: logger))
         if let logWriter { app.addServices(logWriter) }
         return app
     }

@@ -159,3 +159,44 @@ public protocol AccessStore: Sendable {
     func allSettings() async throws -> [String: OrgSettings]
     func updateSettings(orgID: String, settings: OrgSettings, audit: AuditDraft) async throws
 }
+
+/// Filters for reading the audit trail. Results are newest first.
+public struct AuditQuery: Sendable, Equatable {
+    public var orgID: String
+    public var action: String?
+    public var actorKind: String?
+    public var actorID: String?
+    public var target: String?
+    public var outcome: AuditEntry.Outcome?
+    public var since: Date?
+    public var until: Date?
+    /// Paging: entries with a smaller sequence than this.
+    public var beforeSequence: Int64?
+    public var limit: Int
+
+    public init(
+        orgID: String, action: String? = nil, actorKind: String? = nil, actorID: String? = nil, target: String? = nil,
+        outcome: AuditEntry.Outcome? = nil, since: Date? = nil, until: Date? = nil, beforeSequence: Int64? = nil,
+        limit: Int = 100
+    ) {
+        self.orgID = orgID
+        self.action = action
+        self.actorKind = actorKind
+        self.actorID = actorID
+        self.target = target
+        self.outcome = outcome
+        self.since = since
+        self.until = until
+        self.beforeSequence = beforeSequence
+        self.limit = limit
+    }
+}
+
+/// Reading the audit trail and keeping its signed checkpoints.
+public protocol AuditStore: Sendable {
+    func auditEntries(_ query: AuditQuery) async throws -> [AuditEntry]
+    func insertCheckpoint(_ checkpoint: AuditCheckpoint) async throws
+    func latestCheckpoint() async throws -> AuditCheckpoint?
+    /// The newest entry's sequence and hash, `nil` for an empty trail.
+    func auditTail() async throws -> (sequence: Int64, hash: Data)?
+}

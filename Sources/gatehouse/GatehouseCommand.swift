@@ -11,7 +11,7 @@ struct GatehouseCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatehouse",
         abstract: "Gatehouse: a self-hosted LLM gateway that keeps provider credentials and traffic safe.",
-        subcommands: [Serve.self, Init.self, VaultCommand.self, KeysCommand.self, OrgCommand.self, UsersCommand.self]
+        subcommands: [Serve.self, Init.self, VaultCommand.self, KeysCommand.self, OrgCommand.self, UsersCommand.self, AuditCommand.self]
     )
 
     static func main() async {

@@ -443,9 +443,13 @@ struct AccessStoreTests {
 
     @Test func roleIsCheckedByTheSchema() async throws {
         try await withTwoOrgs { store in
-            await #expect(throws: StoreError.self) {
+            let error = await #expect(throws: StoreError.self) {
                 _ = try await store.executeForTesting(
                     "INSERT INTO users (id, org_id, email, role, password_hash, created_at_ms) VALUES ('x', 'o1', 'x@e', 'root', 'h', 0)")
+            }
+            guard case .conflict? = error else {
+                Issue.record("expected .conflict, got \(String(describing: error))")
+                return
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseStore
 import HTTPTypes
 import Hummingbird
 
@@ -16,29 +17,90 @@ public struct AdminAuthMiddleware: RouterMiddleware {
 
     let plane: ControlPlane
     let capability: Capability
+    let failures: AuthFailureRecorder?
 
-    public init(plane: ControlPlane, capability: Capability) {
+    public init(plane: ControlPlane, capability: Capability, failures: AuthFailureRecorder? = nil) {
         self.plane = plane
         self.capability = capability
+        self.failures = failures
     }
 
     public func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         var context = context
-        let principal = try await authenticate(request, context: &context)
+        let principal: Principal
+        do {
+            principal = try await authenticate(request, context: &context)
+        } catch let error as GatehouseError where error.status == 403 {
+            // Authenticated but refused (wrong key kind, network): audited when the org is known.
+            if let orgID = context.principal?.orgID {
+                try await recordAccess(request, orgID: orgID, principal: context.principal, status: 403, reason: error.description)
+            }
+            throw error
+        }
         guard principal.can(capability) else {
-            throw GatehouseError.forbidden(
+            let error = GatehouseError.forbidden(
                 principal.kind == .readKey ? "a read-only key cannot use this route" : "your role does not allow this")
+            try await recordAccess(request, orgID: principal.orgID, principal: principal, status: 403, reason: "capability \(capability.rawValue)")
+            throw error
         }
         context.principal = principal
-        return try await next(request, context)
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            let status = (error as? GatehouseError)?.status ?? (error as? HTTPResponseError)?.status.code ?? 500
+            try await recordAccess(request, orgID: principal.orgID, principal: principal, status: status, reason: nil)
+            throw error
+        }
+        // Successful changes wrote their own entry in their transaction; reads are recorded here.
+        if request.method == .get || request.method == .head || response.status.code >= 400 {
+            try await recordAccess(request, orgID: principal.orgID, principal: principal, status: response.status.code, reason: nil)
+        }
+        return response
+    }
+
+    /// One `api.access` audit entry. If it cannot be written the request fails: nothing is
+    /// served without its audit record.
+    func recordAccess(_ request: Request, orgID: String, principal: Principal?, status: Int, reason: String?) async throws {
+        var details: [String: JSONValue] = [
+            "method": .string(request.method.rawValue), "path": .string(Self.auditPath(request.uri.path)), "status": .int(status),
+        ]
+        if let reason { details["reason"] = .string(reason) }
+        if let name = principal?.name { details["actor_name"] = .string(name) }
+        let draft = AuditDraft(
+            orgID: orgID, actorKind: principal?.kind.rawValue ?? "anonymous", actorID: principal?.id ?? "",
+            clientIP: principal?.clientIP ?? "", action: "api.access", target: Self.auditPath(request.uri.path),
+            outcome: status == 401 || status == 403 ? .denied : (status >= 400 ? .failed : .success),
+            details: JSONValue.object(details).encodedString())
+        do {
+            try await plane.store.appendAudit(draft)
+        } catch {
+            throw GatehouseError.internalError
+        }
+    }
+
+    /// A path for the audit trail: no query string, and any key-shaped segment replaced.
+    static func auditPath(_ path: String) -> String {
+        String(path.prefix(200)).split(separator: "/", omittingEmptySubsequences: false)
+            .map { $0.contains("gate_") || $0.count > 64 ? "(redacted)" : String($0) }
+            .joined(separator: "/")
     }
 
     func authenticate(_ request: Request, context: inout Context) async throws -> Principal {
         let keyTable = plane.keyTable
         if let token = Self.bearerToken(request.headers[.authorization]) {
-            guard case .success(let record) = keyTable.authenticate(token) else { throw GatehouseError.unauthenticated }
+            let (result, genuine) = keyTable.authenticateDetailed(token)
+            guard case .success(let record) = result else {
+                if case .failure(let reason) = result {
+                    failures?.record(plane: "api", reason: reason, key: genuine, clientIP: context.clientIP)
+                }
+                throw GatehouseError.unauthenticated
+            }
+            context.principal = Principal(
+                kind: record.kind == .api ? .apiKey : .readKey, id: record.id, orgID: record.orgID, clientIP: context.clientIP,
+                name: record.name)
             guard record.kind != .proxy else {
                 throw GatehouseError.forbidden("proxy keys can only be used on the gateway (/v1); use an API key for /api")
             }
@@ -48,12 +110,16 @@ public struct AdminAuthMiddleware: RouterMiddleware {
                     throw GatehouseError.forbidden("this key may not be used from your IP address")
                 }
             }
-            return Principal(kind: record.kind == .api ? .apiKey : .readKey, id: record.id, orgID: record.orgID, clientIP: context.clientIP)
+            return Principal(
+                kind: record.kind == .api ? .apiKey : .readKey, id: record.id, orgID: record.orgID, clientIP: context.clientIP,
+                name: record.name)
         }
         if let token = request.cookies[Self.sessionCookie]?.value, !token.isEmpty {
             guard var principal = try await plane.principal(sessionToken: token, clientIP: context.clientIP) else {
+                failures?.record(plane: "api", reason: .invalidSession, key: nil, clientIP: context.clientIP)
                 throw GatehouseError.unauthenticated
             }
+            context.principal = principal
             _ = try checkNetwork(orgID: principal.orgID, request: request, context: &context)
             principal.clientIP = context.clientIP
             // CSRF: a browser always sends Origin on cross-site writes; require it to be us.
@@ -62,6 +128,7 @@ public struct AdminAuthMiddleware: RouterMiddleware {
             }
             return principal
         }
+        failures?.record(plane: "api", reason: .missing, key: nil, clientIP: context.clientIP)
         throw GatehouseError.unauthenticated
     }
 

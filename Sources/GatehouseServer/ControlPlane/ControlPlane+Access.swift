@@ -178,7 +178,7 @@ extension ControlPlane {
         if now.timeIntervalSince(session.lastSeenAt) > 60 {
             try? await accessStore.touchSession(id: id, at: now)
         }
-        return Principal(kind: .user, id: user.id, orgID: user.orgID, clientIP: clientIP, role: user.role, sessionID: id)
+        return Principal(kind: .user, id: user.id, orgID: user.orgID, clientIP: clientIP, role: user.role, sessionID: id, name: user.email)
     }
 
     public func logout(_ principal: Principal) async throws {

@@ -328,7 +328,9 @@ public final class ControlPlane: Sendable {
     // MARK: Helpers
 
     func draft(_ principal: Principal, action: String, target: String, details: [String: JSONValue]) -> AuditDraft {
-        AuditDraft(
+        var details = details
+        details["actor_name"] = .string(principal.name ?? (principal.kind == .cli ? principal.id : nil))
+        return AuditDraft(
             orgID: principal.orgID, actorKind: principal.kind.rawValue, actorID: principal.id, clientIP: principal.clientIP,
             action: action, target: target, details: JSONValue.object(details).encodedString())
     }

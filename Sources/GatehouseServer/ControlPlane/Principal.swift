@@ -24,8 +24,14 @@ public struct Principal: Sendable, Equatable {
     public var role: Role?
     /// For `.user`: the session (hash) the request came with.
     public var sessionID: String?
+    /// A human name for the audit trail: the key's name, the user's e-mail, the OS user.
+    public var name: String?
 
-    public init(kind: Kind, id: String, orgID: String, clientIP: String = "", role: Role? = nil, sessionID: String? = nil) {
+    public init(
+        kind: Kind, id: String, orgID: String, clientIP: String = "", role: Role? = nil, sessionID: String? = nil,
+        name: String? = nil
+    ) {
+        self.name = name
         self.kind = kind
         self.id = id
         self.orgID = orgID

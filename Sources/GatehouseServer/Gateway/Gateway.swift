@@ -19,13 +19,15 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
     let pricing: PricingTable
     let logWriter: RequestLogWriter
     let ledger: LimitLedger
+    let failures: AuthFailureRecorder?
     let headTimeout: Duration
     let logger: Logger
 
     public init(
         plane: ControlPlane, upstream: Client, pricing: PricingTable, logWriter: RequestLogWriter, ledger: LimitLedger,
-        headTimeout: Duration = .seconds(600), logger: Logger
+        failures: AuthFailureRecorder? = nil, headTimeout: Duration = .seconds(600), logger: Logger
     ) {
+        self.failures = failures
         self.ledger = ledger
         self.keyTable = plane.keyTable
         self.plane = plane
@@ -57,9 +59,19 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
         let startedAt = Date()
 
         // 1. Who: a live proxy key, checked in memory.
-        guard let token = GatewayHTTP.credential(request.headers),
-            case .success(let key) = keyTable.authenticate(token, now: startedAt), key.kind == .proxy
-        else { throw .unauthenticated }
+        guard let token = GatewayHTTP.credential(request.headers) else {
+            failures?.record(plane: "gateway", reason: .missing, key: nil, clientIP: context.clientIP)
+            throw .unauthenticated
+        }
+        let (result, genuine) = keyTable.authenticateDetailed(token, now: startedAt)
+        guard case .success(let key) = result, key.kind == .proxy else {
+            if case .failure(let reason) = result {
+                failures?.record(plane: "gateway", reason: reason, key: genuine, clientIP: context.clientIP)
+            } else {
+                failures?.record(plane: "gateway", reason: .unknownKey, key: nil, clientIP: context.clientIP)
+            }
+            throw .unauthenticated
+        }
         let snapshot = keyTable.snapshot
         guard let providerKeyID = key.providerKeyID, let providerKey = snapshot.providerKeys[providerKeyID] else {
             throw .unauthenticated

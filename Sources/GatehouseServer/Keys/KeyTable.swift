@@ -32,6 +32,8 @@ public final class KeyTable: Sendable {
         case hashMismatch = "hash_mismatch"
         case revoked
         case expired
+        /// A session cookie that is unknown, expired or idle too long.
+        case invalidSession = "invalid_session"
     }
 
     private let state = Mutex(Snapshot.empty)
@@ -64,24 +66,30 @@ public final class KeyTable: Sendable {
     /// Revocation and expiry are checked only after the HMAC matched, so "revoked" is reported
     /// only for the genuine key, never for a guess that happens to reuse a revoked id.
     public func authenticate(_ text: some StringProtocol, now: Date = Date()) -> Result<GateKeyRecord, Failure> {
+        authenticateDetailed(text, now: now).result
+    }
+
+    /// Like ``authenticate(_:now:)``, and also the genuine key record when the failure is
+    /// `revoked` or `expired` (for the audit trail: a revoked key being used is an event).
+    public func authenticateDetailed(_ text: some StringProtocol, now: Date = Date()) -> (result: Result<GateKeyRecord, Failure>, key: GateKeyRecord?) {
         let parsed: GatehouseKey
         do {
             parsed = try GatehouseKey.parse(text)
         } catch .badChecksum {
-            return .failure(.badChecksum)
+            return (.failure(.badChecksum), nil)
         } catch {
-            return .failure(.malformed)
+            return (.failure(.malformed), nil)
         }
         let found = state.withLock { snap -> (GateKeyRecord, OrgKeys)? in
             guard let record = snap.gateKeys[parsed.id], let keys = snap.orgKeys[record.orgID] else { return nil }
             return (record, keys)
         }
-        guard let (record, keys) = found else { return .failure(.unknownKey) }
+        guard let (record, keys) = found else { return (.failure(.unknownKey), nil) }
         guard record.kind == parsed.kind, keys.verifyKey(parsed.text, storedHash: record.hash) else {
-            return .failure(.hashMismatch)
+            return (.failure(.hashMismatch), nil)
         }
-        if record.isRevoked { return .failure(.revoked) }
-        if record.isExpired(at: now) { return .failure(.expired) }
-        return .success(record)
+        if record.isRevoked { return (.failure(.revoked), record) }
+        if record.isExpired(at: now) { return (.failure(.expired), record) }
+        return (.success(record), record)
     }
 }

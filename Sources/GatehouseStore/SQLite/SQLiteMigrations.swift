@@ -181,6 +181,19 @@ enum SQLiteMigrations {
             ) STRICT
             """,
         ]),
+        SQLiteMigration(version: 4, statements: [
+            // Signed audit checkpoints: (sequence, hash) signed with a key derived from the master key.
+            """
+            CREATE TABLE audit_checkpoints (
+                seq                INTEGER PRIMARY KEY NOT NULL,
+                hash               BLOB NOT NULL,
+                time_ms            INTEGER NOT NULL,
+                master_key_version INTEGER NOT NULL,
+                signature          BLOB NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX audit_log_action ON audit_log(org_id, action, seq)",
+        ]),
     ]
 
     /// The newest schema version this binary understands.

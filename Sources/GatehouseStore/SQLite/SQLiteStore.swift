@@ -928,7 +928,7 @@ extension SQLiteRow {
         }
     }
 
-    fileprivate func data(_ column: String) throws -> Data {
+    func data(_ column: String) throws -> Data {
         guard case .blob(let buffer)? = self.column(column) else { throw mismatch(column) }
         return Data(buffer.readableBytesView)
     }
