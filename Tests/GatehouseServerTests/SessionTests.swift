@@ -104,33 +104,51 @@ struct SessionTests {
         }
     }
 
+    /// A session row with the given times, for a token only this test knows.
+    static func insertSession(
+        _ g: Gatehouse, user: UserRecord, created: TimeInterval, lastSeen: TimeInterval, expires: TimeInterval
+    ) async throws -> String {
+        let token = Base62.random(count: 43)
+        let now = Date()
+        try await g.accessStore.insertSession(
+            SessionRecord(
+                id: sessionHash(token), userID: user.id, orgID: user.orgID, createdAt: now.addingTimeInterval(created),
+                lastSeenAt: now.addingTimeInterval(lastSeen), expiresAt: now.addingTimeInterval(expires)),
+            audit: AuditDraft(orgID: user.orgID, actorKind: "user", actorID: user.id, action: "session.login"))
+        return token
+    }
+
     @Test func sessionIdleLongerThanTheTimeoutIsRefused() async throws {
         try await withGatehouse { g in
-            let password = newPassword()
-            try await g.createUser("idle@example.com", .admin, password: password)
+            let user = try await g.createUser("idle@example.com", .admin, password: newPassword())
+            let idle = ControlPlane.sessionIdleTimeout
+            // Last seen just over 2 h ago, 10 h of lifetime left.
+            let token = try await Self.insertSession(g, user: user, created: -idle - 120, lastSeen: -idle - 60, expires: 10 * 3600)
             try await withWeb(g) { web in
-                let token = try await web.loginToken("idle@example.com", password)
                 let store = try g.accessStore
-                try await store.touchSession(id: sessionHash(token), at: Date().addingTimeInterval(-ControlPlane.sessionIdleTimeout - 60))
                 expectError(try await web.send(.get, "/api/usage", as: .session(token)), 401, "authentication_error")
                 #expect(try await store.session(id: sessionHash(token)) == nil, "an idle-expired session is not removed")
-                // And it stays dead, even if it were touched again.
                 expectError(try await web.send(.get, "/api/settings", as: .session(token)), 401, "authentication_error")
             }
+            // The store only ever moves lastSeenAt forward: touching cannot revive or age a session.
+            let fresh = try await Self.insertSession(g, user: user, created: -60, lastSeen: -10, expires: 3600)
+            try await g.accessStore.touchSession(id: sessionHash(fresh), at: Date().addingTimeInterval(-idle - 60))
+            let after = try #require(try await g.accessStore.session(id: sessionHash(fresh)))
+            #expect(abs(after.lastSeenAt.timeIntervalSinceNow) < 30)
         }
     }
 
     @Test func sessionActiveWithinTheIdleTimeoutStaysAndIsRefreshed() async throws {
         try await withGatehouse { g in
-            let password = newPassword()
-            try await g.createUser("busy@example.com", .admin, password: password)
+            let user = try await g.createUser("busy@example.com", .admin, password: newPassword())
+            let idle = ControlPlane.sessionIdleTimeout
+            let token = try await Self.insertSession(g, user: user, created: -idle, lastSeen: -idle + 300, expires: 10 * 3600)
             try await withWeb(g) { web in
-                let token = try await web.loginToken("busy@example.com", password)
-                let store = try g.accessStore
-                try await store.touchSession(id: sessionHash(token), at: Date().addingTimeInterval(-ControlPlane.sessionIdleTimeout + 300))
                 #expect(try await web.send(.get, "/api/settings", as: .session(token)).status == 200)
-                let session = try #require(try await store.session(id: sessionHash(token)))
+                let session = try #require(try await g.accessStore.session(id: sessionHash(token)))
                 #expect(abs(session.lastSeenAt.timeIntervalSinceNow) < 60, "activity does not refresh lastSeenAt")
+                // Refreshed, so still alive after what would have been the original idle deadline.
+                #expect(try await web.send(.get, "/api/settings", as: .session(token)).status == 200)
             }
         }
     }
@@ -278,7 +296,7 @@ struct SessionTests {
         try await withGatehouse { g in
             let password = newPassword()
             try await g.createUser("forgetful@example.com", .member, password: password)
-            try await withWeb(g) { web in
+            try await withWeb(g) { (web: Web) async throws in
                 for _ in 0..<4 { #expect(try await web.loginStatus("forgetful@example.com", "not-the-password") == 401) }
                 #expect(try await web.loginStatus("forgetful@example.com", password) == 201)
                 for _ in 0..<4 { #expect(try await web.loginStatus("forgetful@example.com", "not-the-password") == 401) }

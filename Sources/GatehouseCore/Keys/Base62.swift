@@ -33,10 +33,15 @@ public enum Base62 {
         var rng = SystemRandomNumberGenerator()
         var out = [UInt8]()
         out.reserveCapacity(count)
+        // Eight random bytes per generator call (each call is a system call).
         while out.count < count {
-            let byte = UInt8.random(in: 0...255, using: &rng)
-            if byte < 248 {  // 248 = 4 * 62
-                out.append(alphabet[Int(byte % 62)])
+            var word = rng.next()
+            for _ in 0..<8 where out.count < count {
+                let byte = UInt8(truncatingIfNeeded: word)
+                word >>= 8
+                if byte < 248 {  // 248 = 4 * 62
+                    out.append(alphabet[Int(byte % 62)])
+                }
             }
         }
         return String(decoding: out, as: UTF8.self)

@@ -82,10 +82,16 @@ public struct PricingTable: Sendable, Equatable {
         return best?.1
     }
 
+    /// `latest`, a date `YYYY-MM-DD` or `YYYYMMDD`, or an OpenAI snapshot `MMDD` (`gpt-4-0613`).
     static func isVersionSuffix(_ s: Substring) -> Bool {
         if s == "latest" { return true }
-        let digits = s.filter { $0 != "-" }
-        return digits.count == 8 && digits.allSatisfy(\.isASCII) && digits.allSatisfy(\.isNumber) && (s.count == 8 || s.count == 10)
+        let parts = s.split(separator: "-", omittingEmptySubsequences: false)
+        let digits = { (p: Substring, n: Int) in p.count == n && p.allSatisfy { $0.isASCII && $0.isNumber } }
+        switch parts.count {
+        case 1: return digits(parts[0], 8) || digits(parts[0], 4)
+        case 3: return digits(parts[0], 4) && digits(parts[1], 2) && digits(parts[2], 2)
+        default: return false
+        }
     }
 
     /// Cost in micro-dollars, or `nil` for an unknown model.
@@ -97,6 +103,9 @@ public struct PricingTable: Sendable, Equatable {
             + Double(usage.cachedTokens) * (p.cachedInput ?? p.input)
             + Double(usage.cacheWriteTokens) * (p.cacheWrite ?? p.input)
             + Double(usage.completionTokens) * p.output
+        // An absurd product (a units typo in --pricing, an upstream reporting 9e15 tokens) is
+        // not a cost anyone can be charged: report it as unknown rather than trap.
+        guard micros.isFinite, micros >= 0, micros < 9.0e18 else { return nil }
         return Int64(micros.rounded(.toNearestOrAwayFromZero))
     }
 }

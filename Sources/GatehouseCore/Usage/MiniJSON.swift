@@ -28,28 +28,28 @@ public enum MiniJSON {
     }
 
     /// Parses a JSON object; `nil` for anything else or invalid JSON.
+    ///
+    /// Uses `JSONSerialization` (one pass, no thrown errors on the way) rather than a
+    /// `Decodable` enum, whose failed `try?` attempts per value cost more than the parse.
     public static func parseObject(_ bytes: some Collection<UInt8>) -> [String: Value]? {
         guard !bytes.isEmpty else { return nil }
-        guard case .object(let o)? = try? JSONDecoder().decode(Value.self, from: Data(bytes)) else { return nil }
-        return o
+        guard let any = try? JSONSerialization.jsonObject(with: Data(bytes), options: []),
+            let dict = any as? [String: Any]
+        else { return nil }
+        return dict.mapValues(convert)
     }
-}
 
-extension MiniJSON.Value: Decodable {
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() {
-            self = .null
-        } else if let b = try? c.decode(Bool.self) {
-            self = .bool(b)
-        } else if let n = try? c.decode(Double.self) {
-            self = .number(n)
-        } else if let s = try? c.decode(String.self) {
-            self = .string(s)
-        } else if let a = try? c.decode([MiniJSON.Value].self) {
-            self = .array(a)
-        } else {
-            self = .object(try c.decode([String: MiniJSON.Value].self))
+    static func convert(_ any: Any) -> Value {
+        switch any {
+        case let s as String: return .string(s)
+        case let n as NSNumber:
+            // JSON booleans arrive as NSNumber too; their type encoding is `c`, which a JSON
+            // number never has.
+            if String(cString: n.objCType) == "c" { return .bool(n.boolValue) }
+            return .number(n.doubleValue)
+        case let a as [Any]: return .array(a.map(convert))
+        case let d as [String: Any]: return .object(d.mapValues(convert))
+        default: return .null
         }
     }
 }

@@ -66,14 +66,15 @@ public struct UsageExtractor: Sendable {
     }
 
     static func openAIUsage(_ u: [String: MiniJSON.Value]) -> Usage {
-        let prompt = u["prompt_tokens"]?.int ?? u["input_tokens"]?.int ?? 0
-        var completion = u["completion_tokens"]?.int ?? u["output_tokens"]?.int ?? 0
+        // Counts from the upstream are clamped to be non-negative: usage can never refund spend.
+        let prompt = max(0, u["prompt_tokens"]?.int ?? u["input_tokens"]?.int ?? 0)
+        var completion = max(0, u["completion_tokens"]?.int ?? u["output_tokens"]?.int ?? 0)
         if completion == 0, u["completion_tokens"] == nil, u["output_tokens"] == nil, let total = u["total_tokens"]?.int {
             completion = max(0, total - prompt)
         }
         var cached = 0
         if case .object(let d)? = u["prompt_tokens_details"] ?? u["input_tokens_details"] {
-            cached = d["cached_tokens"]?.int ?? 0
+            cached = min(prompt, max(0, d["cached_tokens"]?.int ?? 0))
         }
         return Usage(promptTokens: prompt, completionTokens: completion, cachedTokens: cached)
     }
@@ -82,9 +83,9 @@ public struct UsageExtractor: Sendable {
     /// a field present in a later event replaces the earlier value.
     mutating func merge(anthropic u: [String: MiniJSON.Value]) {
         var current = usage ?? Usage()
-        let input = u["input_tokens"]?.int
-        let cacheWrite = u["cache_creation_input_tokens"]?.int
-        let cacheRead = u["cache_read_input_tokens"]?.int
+        let input = u["input_tokens"]?.int.map { max(0, $0) }
+        let cacheWrite = u["cache_creation_input_tokens"]?.int.map { max(0, $0) }
+        let cacheRead = u["cache_read_input_tokens"]?.int.map { max(0, $0) }
         if input != nil || cacheWrite != nil || cacheRead != nil {
             let plainInput = input ?? (current.promptTokens - current.cachedTokens - current.cacheWriteTokens)
             let write = cacheWrite ?? current.cacheWriteTokens
@@ -93,7 +94,7 @@ public struct UsageExtractor: Sendable {
             current.cacheWriteTokens = write
             current.cachedTokens = read
         }
-        if let output = u["output_tokens"]?.int { current.completionTokens = output }
+        if let output = u["output_tokens"]?.int { current.completionTokens = max(0, output) }
         usage = current
     }
 }

@@ -6,15 +6,43 @@ info:
   version: 0.1.0
   description: |
     Management API of Gatehouse, a self-hosted LLM gateway: provider keys (upstream secrets,
-    stored encrypted and never returned), proxy keys (`gate_proxy_…`, used on the gateway) and
-    organization keys (`gate_api_…` admin keys, `gate_read_…` read-only keys).
+    stored encrypted and never returned), proxy keys (`gate_proxy_…`, used on the gateway),
+    organization keys (`gate_api_…` admin keys, `gate_read_…` read-only keys), the request log
+    and usage, team members and their sessions, organization settings, and the audit trail.
+    The gateway itself (`/v1/…`, authenticated with proxy keys) is not described here.
 
-    **Authentication.** Every route except `GET /api/health` and `GET /api/openapi.yaml` needs
-    `Authorization: Bearer <key>` with an organization API key (`gate_api_…`). A missing,
-    malformed, unknown, revoked or expired credential always gets the same `401`
-    `authentication_error`. A valid proxy key or read-only key gets `403` `permission_denied`,
-    as does an API key used from an IP address outside its `allowed_ips`. Every route acts on
-    the caller's organization only; ids of other organizations are `404`.
+    **Authentication.** Every route except `GET /api/health`, `GET /api/openapi.yaml` and
+    `POST /api/sessions` needs either `Authorization: Bearer <key>` with an organization key
+    (`gate_api_…`, or `gate_read_…` on the routes a read-only key may use) or the session cookie
+    `gatehouse_session` set by `POST /api/sessions`. When an `Authorization: Bearer` header is
+    present it alone is used. A missing, malformed, unknown, revoked or expired credential, and
+    an unknown, expired or idle session, always get the same `401` `authentication_error`.
+    `403` `permission_denied` means the credential is valid but may not do this: a proxy key
+    (on every route), a role or key kind without the capability the route needs (see
+    **Roles**), a caller address outside the organization's `api_ip_allowlist` or outside the
+    key's `allowed_ips`, or a cookie-authenticated `POST`, `PATCH` or `DELETE` without an
+    `Origin` header equal to `https://<Host>` or `http://<Host>` (cross-site request
+    protection; bearer keys need no `Origin`). Every route acts on the caller's organization
+    only; ids of other organizations are `404`.
+
+    **Roles.** Users have one role (`owner` > `admin` > `member` > `viewer`); an API key acts
+    as `admin`, a read-only key as `viewer` that may also read the request log and the audit
+    trail.
+
+    | Routes | owner, admin, API key | member | viewer | read-only key |
+    |---|---|---|---|---|
+    | `GET /api/usage`, `DELETE /api/sessions` | yes | yes | yes | yes |
+    | `/api/requests…` | yes | yes | no | yes |
+    | `/api/audit…` | yes | no | no | yes |
+    | keys, `/api/users…`, `/api/settings`, `/api/export` | yes | no | no | no |
+
+    Only an owner may grant the `owner` role or change or remove an owner, and nobody grants a
+    role above their own (`403`).
+
+    **Methods.** A known path called with a method it does not list (including `HEAD` and
+    `OPTIONS`) is `405` `method_not_allowed`, before authentication, with an `Allow` header
+    naming the methods it has (for example `Allow: POST, GET`); see the `MethodNotAllowed`
+    response. An unknown path is `404` `not_found`.
 
     **Request bodies** are JSON objects of at most 65536 bytes (larger: `413`) nested at most 16
     levels deep. An empty body, malformed JSON, too deep nesting or a non-object is `400`
@@ -23,15 +51,26 @@ info:
     not checked. Unless stated otherwise, an optional field sent as `null` is the same as
     leaving it out.
 
+    **Query parameters** of `/api/requests`, `/api/usage`, `/api/audit` and `/api/export` are
+    checked the same way: an unknown parameter or an invalid value is `422` `validation_error`
+    naming the parameter, and a parameter with an empty value is the same as leaving it out.
+    Timestamps in queries are ISO 8601 with a zone (`2025-01-31T12:00:00Z`, optionally with
+    fractional seconds). Other routes ignore query parameters.
+
     **Errors** all have the shape `{"error": {"type", "message", "request_id"}}`. Every
     response, success or error, carries a `Gatehouse-Request-Id` header (`req_` + 20 base62
     characters) equal to `error.request_id` in error bodies. JSON responses carry
     `Cache-Control: no-store`. Timestamps are RFC 3339 UTC (`Z`), with milliseconds only when
     they are not zero.
+
+    **Audit.** Every authenticated request is recorded in the audit trail (changes in the same
+    transaction as the change, reads and refusals as `api.access` entries); if that record
+    cannot be written the request fails with `500`.
 servers:
   - url: https://127.0.0.1:8443
 security:
   - bearerAuth: []
+  - cookieAuth: []
 tags:
   - name: meta
     description: Health and this document (no authentication).
@@ -41,6 +80,16 @@ tags:
     description: Gateway keys bound to one provider key.
   - name: api-keys
     description: Organization keys for this API (admin `api` keys and read-only `read` keys).
+  - name: requests
+    description: The request log of gateway calls, and usage totals.
+  - name: users
+    description: Team members (people who log in) and their roles.
+  - name: sessions
+    description: Logging in and out with an e-mail address and password (cookie sessions).
+  - name: settings
+    description: Organization settings (network allowlists, trusted proxies, log retention).
+  - name: audit
+    description: The tamper-evident audit trail, its verification, and data export.
 
 paths:
   /api/health:
@@ -310,9 +359,11 @@ paths:
       summary: Update a proxy key
       description: |
         Changes the given fields; a field left out is unchanged and a nullable field sent as
-        `null` is cleared. `provider_key_id` cannot be changed. The body is checked before the
-        key is looked up, so an invalid body is `400`/`422` even for an unknown id. Revoked and
-        expired keys can be updated too (this does not un-revoke them).
+        `null` is cleared. `provider_key_id` cannot be changed. The body's JSON, field names and
+        types are checked before the key is looked up (so such a body is `400`/`422` even for an
+        unknown id); the values themselves are checked after the lookup. A revoked key cannot be
+        changed (`409`); an expired key can (this does not make it active: set a new
+        `expires_at` or `null` for that).
       tags: [proxy-keys]
       requestBody:
         required: true
@@ -340,6 +391,8 @@ paths:
           $ref: '#/components/responses/Forbidden'
         '404':
           $ref: '#/components/responses/NotFound'
+        '409':
+          $ref: '#/components/responses/Conflict'
         '413':
           $ref: '#/components/responses/PayloadTooLarge'
         '422':
@@ -455,7 +508,10 @@ paths:
       summary: Revoke an API key or a read-only key
       description: |
         Revokes the key (the caller may revoke its own key). No request body is read. The id of
-        a proxy key is `404`; revoking an already revoked key is `409`.
+        a proxy key is `404`. `409`: the key is already revoked, or it is an `api` key and the
+        organization has no other active (unrevoked, unexpired) `api` key; revoking it would
+        lock the organization out of this API (the `gatehouse` command line on the server can
+        still do it).
       tags: [api-keys]
       responses:
         '200':
@@ -480,6 +536,666 @@ paths:
         '500':
           $ref: '#/components/responses/InternalError'
 
+  /api/requests:
+    get:
+      operationId: listRequests
+      summary: List gateway calls from the request log
+      description: |
+        Entries of the request log, newest first (ties on the start millisecond broken by
+        descending id), filtered by every given parameter. Pages hold `limit` entries; pass
+        `next_cursor` as `cursor` for the next page. List entries never carry the request and
+        response bodies (see `GET /api/requests/{id}`). Needs a role of `member` or above, an API
+        key or a read-only key.
+      tags: [requests]
+      parameters:
+        - name: proxy_key_id
+          in: query
+          description: Only calls made with this proxy key (its id).
+          schema:
+            type: string
+        - name: user
+          in: query
+          description: |
+            Only calls of this end user: the user id as the client sent it (`Helicone-User-Id`
+            header or the body's `user`); it is matched through its keyed hash, never stored in
+            clear.
+          schema:
+            type: string
+        - name: model
+          in: query
+          description: Only calls for this model (exact match).
+          schema:
+            type: string
+        - name: status
+          in: query
+          description: Only calls that ended with this HTTP status.
+          schema:
+            type: integer
+            minimum: 100
+            maximum: 599
+        - $ref: '#/components/parameters/Since'
+        - $ref: '#/components/parameters/Until'
+        - name: cursor
+          in: query
+          description: The `next_cursor` of the previous page (`<start milliseconds>.<id>`); anything else is `422`.
+          schema:
+            type: string
+            pattern: '^-?[0-9]{1,18}\..{1,64}$'
+        - name: limit
+          in: query
+          description: Page size.
+          schema:
+            type: integer
+            minimum: 1
+            maximum: 1000
+            default: 50
+      responses:
+        '200':
+          description: One page of the request log.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/RequestLogPage'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/requests/{id}:
+    parameters:
+      - name: id
+        in: path
+        required: true
+        description: |
+          A request log id: the `Gatehouse-Request-Id` the gateway returned for the call
+          (`req_` + 20 base62 characters). Any other value is `404`.
+        schema:
+          type: string
+    get:
+      operationId: getRequest
+      summary: Get one gateway call, with its bodies
+      description: |
+        One request log entry, with the request and response bodies when they were stored
+        (`null` when the organization's `log_bodies` setting was off, the client asked for them
+        to be omitted, or there was none). Same roles as `GET /api/requests`.
+      tags: [requests]
+      responses:
+        '200':
+          description: The request log entry.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/RequestLogDetail'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '404':
+          $ref: '#/components/responses/NotFound'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/usage:
+    get:
+      operationId: getUsage
+      summary: Usage totals
+      description: |
+        Request counts, tokens and cost of gateway calls in `[since, until)`, one row per group,
+        ordered by group (ascending text, so `day` groups are chronological). Token totals count
+        a missing count as 0; `cost_micros` sums the priced calls and `unpriced_requests` counts
+        the calls without a known price. Any authenticated caller may read usage.
+      tags: [requests]
+      parameters:
+        - name: group_by
+          in: query
+          description: |
+            `proxy_key`: by proxy key id. `model`: by model (calls without one under `unknown`).
+            `user`: by end user (`group` is the user's keyed hash; calls without a user are left
+            out). `day`: by UTC day (`YYYY-MM-DD`).
+          schema:
+            type: string
+            enum: [proxy_key, model, user, day]
+            default: proxy_key
+        - $ref: '#/components/parameters/Since'
+        - $ref: '#/components/parameters/Until'
+      responses:
+        '200':
+          description: The usage totals.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/UsageReport'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/users:
+    get:
+      operationId: listUsers
+      summary: List the organization's users
+      description: Every user of the organization, oldest first. Needs `admin` or above, or an API key.
+      tags: [users]
+      responses:
+        '200':
+          description: The users.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/UserList'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '500':
+          $ref: '#/components/responses/InternalError'
+    post:
+      operationId: createUser
+      summary: Add a user
+      description: |
+        Creates a user who can log in with `POST /api/sessions`. The e-mail address is checked
+        first, then the password, then the role: only an owner may create an owner, and nobody
+        a role above their own (an API key acts as `admin`), `403`. An e-mail address already
+        used by any user of this installation is `409`. Needs `admin` or above, or an API key.
+      tags: [users]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: '#/components/schemas/UserCreate'
+      responses:
+        '201':
+          description: The new user.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          links:
+            getUser:
+              operationId: getUser
+              parameters:
+                id: $response.body#/id
+            updateUser:
+              operationId: updateUser
+              parameters:
+                id: $response.body#/id
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/User'
+        '400':
+          $ref: '#/components/responses/BadRequest'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '409':
+          $ref: '#/components/responses/Conflict'
+        '413':
+          $ref: '#/components/responses/PayloadTooLarge'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/users/{id}:
+    parameters:
+      - $ref: '#/components/parameters/UserId'
+    get:
+      operationId: getUser
+      summary: Get a user
+      description: Needs `admin` or above, or an API key.
+      tags: [users]
+      responses:
+        '200':
+          description: The user.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/User'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '404':
+          $ref: '#/components/responses/NotFound'
+        '500':
+          $ref: '#/components/responses/InternalError'
+    patch:
+      operationId: updateUser
+      summary: Change a user's role
+      description: |
+        The body is checked first (`400`/`422`), then the user is looked up (`404`). Only an
+        owner may change an owner's role or grant `owner`, and nobody grants a role above their
+        own (`403`). Taking `owner` from the organization's last owner is `409`. Setting the
+        role the user already has changes nothing. Needs `admin` or above, or an API key.
+      tags: [users]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: '#/components/schemas/UserPatch'
+      responses:
+        '200':
+          description: The user with the new role.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/User'
+        '400':
+          $ref: '#/components/responses/BadRequest'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '404':
+          $ref: '#/components/responses/NotFound'
+        '409':
+          $ref: '#/components/responses/Conflict'
+        '413':
+          $ref: '#/components/responses/PayloadTooLarge'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+    delete:
+      operationId: deleteUser
+      summary: Remove a user
+      description: |
+        Deletes the user; their sessions stop working. No request body is read. Only an owner may
+        remove an owner, and nobody removes someone with a role above their own (`403`).
+        Removing the organization's last owner is `409`. Callers may remove themselves. Needs
+        `admin` or above, or an API key.
+      tags: [users]
+      responses:
+        '204':
+          description: Deleted (no body).
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '404':
+          $ref: '#/components/responses/NotFound'
+        '409':
+          $ref: '#/components/responses/Conflict'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/settings:
+    get:
+      operationId: getSettings
+      summary: Get the organization's settings
+      description: Needs `admin` or above, or an API key.
+      tags: [settings]
+      responses:
+        '200':
+          description: The settings.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Settings'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '500':
+          $ref: '#/components/responses/InternalError'
+    patch:
+      operationId: updateSettings
+      summary: Change the organization's settings
+      description: |
+        Changes the given fields; a field left out is unchanged. The new settings apply to the
+        next request. A change after which the caller's own address (resolved with the new
+        `trusted_proxies`) would no longer be in `api_ip_allowlist` is refused with `409`, so
+        nobody locks themselves out of this API (the `gatehouse` command line can still do it).
+        Needs `admin` or above, or an API key.
+      tags: [settings]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: '#/components/schemas/SettingsPatch'
+      responses:
+        '200':
+          description: The settings after the change (address lists normalized).
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Settings'
+        '400':
+          $ref: '#/components/responses/BadRequest'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '409':
+          $ref: '#/components/responses/Conflict'
+        '413':
+          $ref: '#/components/responses/PayloadTooLarge'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/sessions:
+    post:
+      operationId: createSession
+      summary: Log in
+      description: |
+        Checks an e-mail address and password and opens a session: the response sets the
+        `gatehouse_session` cookie (`Secure`, `HttpOnly`, `SameSite=Strict`, `Path=/`), valid
+        for 12 hours and ended earlier after 2 hours without use. No credential is needed. A
+        wrong e-mail address or password is the same `401` (and takes as long). After 5 failed
+        logins for one e-mail address, or 20 from one client address, within 15 minutes,
+        attempts are refused with `429` and `Retry-After` until the oldest failure is 15 minutes
+        old (counted per server instance). A correct password from an address outside the
+        organization's `api_ip_allowlist` is `403` and opens no session.
+      tags: [sessions]
+      security: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: '#/components/schemas/Login'
+      responses:
+        '201':
+          description: Logged in; the session cookie is set.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+            Set-Cookie:
+              description: '`gatehouse_session=<token>; Secure; SameSite=Strict; HttpOnly; Path=/; Max-Age=43200`'
+              required: true
+              schema:
+                type: string
+                pattern: '^gatehouse_session=[0-9A-Za-z]{43};'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Session'
+        '400':
+          $ref: '#/components/responses/BadRequest'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '413':
+          $ref: '#/components/responses/PayloadTooLarge'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '429':
+          $ref: '#/components/responses/TooManyRequests'
+        '500':
+          $ref: '#/components/responses/InternalError'
+    delete:
+      operationId: deleteSession
+      summary: Log out
+      description: |
+        Ends the session of the `gatehouse_session` cookie and clears the cookie. No request body
+        is read. Like every cookie-authenticated change it needs a same-origin `Origin` header
+        (`403` otherwise). Calling it with a bearer key is `400`: there is no session to end.
+      tags: [sessions]
+      responses:
+        '204':
+          description: Logged out (no body); the cookie is cleared.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Set-Cookie:
+              description: '`gatehouse_session=; SameSite=Strict; Max-Age=0; HttpOnly; Secure; Path=/`'
+              required: true
+              schema:
+                type: string
+                pattern: '^gatehouse_session=;'
+        '400':
+          description: The caller authenticated with a key, not a session cookie (`invalid_request`).
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                allOf:
+                  - $ref: '#/components/schemas/Error'
+                  - properties:
+                      error:
+                        properties:
+                          type:
+                            const: invalid_request
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/audit:
+    get:
+      operationId: listAuditEntries
+      summary: List audit trail entries
+      description: |
+        The organization's audit entries, newest first (descending `sequence`), filtered by
+        every given parameter. Pages hold `limit` entries; pass `next_cursor` as `cursor` for the
+        next page. Needs `admin` or above, an API key or a read-only key.
+      tags: [audit]
+      parameters:
+        - name: action
+          in: query
+          description: Only this action (exact match), e.g. `proxy_key.create`, `api.access`, `session.login`.
+          schema:
+            type: string
+        - name: actor
+          in: query
+          description: Only entries by this actor id (a key id, user id or OS user name).
+          schema:
+            type: string
+        - name: actor_kind
+          in: query
+          description: Only entries by this kind of actor (exact match, see `AuditEntry.actor_kind`).
+          schema:
+            type: string
+        - name: target
+          in: query
+          description: Only entries about this target (exact match), e.g. a key id or a path.
+          schema:
+            type: string
+        - name: outcome
+          in: query
+          description: Only entries with this outcome.
+          schema:
+            type: string
+            enum: [success, denied, failed]
+        - $ref: '#/components/parameters/Since'
+        - $ref: '#/components/parameters/Until'
+        - name: cursor
+          in: query
+          description: The `next_cursor` of the previous page (a sequence number); anything else is `422`.
+          schema:
+            type: integer
+            minimum: 1
+            maximum: 9223372036854775807
+        - name: limit
+          in: query
+          description: Page size.
+          schema:
+            type: integer
+            minimum: 1
+            maximum: 1000
+            default: 100
+      responses:
+        '200':
+          description: One page of the audit trail.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/AuditPage'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/audit/verify:
+    get:
+      operationId: verifyAuditTrail
+      summary: Verify the audit trail's hash chain
+      description: |
+        Recomputes the hash chain of the installation's audit trail (one chain shared by every
+        organization, so `entries` and `last_sequence` count them all) and checks it against the
+        latest signed checkpoint. A broken chain is still `200`, with `intact: false`. Same roles
+        as `GET /api/audit`.
+      tags: [audit]
+      responses:
+        '200':
+          description: The verification result.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/AuditVerification'
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
+  /api/export:
+    get:
+      operationId: exportData
+      summary: Export the request log or the audit trail
+      description: |
+        Streams every entry in `[since, until)`, newest first, as JSON Lines (one object per
+        line: `RequestLogEntry` without bodies, or `AuditEntry`) or as CSV with a header row
+        (RFC 4180 quoting; cells starting with `=`, `+`, `-` or `@` get a leading `'`). CSV
+        columns: for `requests` `id, started_at, proxy_key_id, provider, model, method, path,
+        status, user_id, client_ip, latency_ms, prompt_tokens, completion_tokens, cached_tokens,
+        cost_usd, error`; for `audit` `sequence, time, actor_kind, actor_id, client_ip, action,
+        target, outcome, details, prev_hash, hash`. The export is recorded in the audit trail
+        (`data.export`) before any data is sent; an error after the status line has been sent
+        ends the response early. Needs `admin` or above, or an API key.
+      tags: [audit]
+      parameters:
+        - name: what
+          in: query
+          required: true
+          description: What to export.
+          schema:
+            type: string
+            enum: [requests, audit]
+        - name: format
+          in: query
+          description: '`jsonl` (`application/x-ndjson`) or `csv` (`text/csv; charset=utf-8`).'
+          schema:
+            type: string
+            enum: [jsonl, csv]
+            default: jsonl
+        - $ref: '#/components/parameters/Since'
+        - $ref: '#/components/parameters/Until'
+      responses:
+        '200':
+          description: The export, as an attachment (`Content-Disposition`), sent in chunks.
+          headers:
+            Gatehouse-Request-Id:
+              $ref: '#/components/headers/RequestId'
+            Cache-Control:
+              $ref: '#/components/headers/CacheControl'
+            Content-Disposition:
+              description: '`attachment; filename="gatehouse-<what>.<format>"`'
+              required: true
+              schema:
+                type: string
+                pattern: '^attachment; filename="gatehouse-(requests|audit)\.(jsonl|csv)"$'
+          content:
+            application/x-ndjson:
+              schema:
+                type: string
+                description: One JSON object per line, each line ending with `\n`.
+            text/csv:
+              schema:
+                type: string
+                description: A header row, then one row per entry, each line ending with `\n`.
+        '401':
+          $ref: '#/components/responses/Unauthorized'
+        '403':
+          $ref: '#/components/responses/Forbidden'
+        '422':
+          $ref: '#/components/responses/ValidationFailed'
+        '500':
+          $ref: '#/components/responses/InternalError'
+
 components:
   securitySchemes:
     bearerAuth:
@@ -487,10 +1203,20 @@ components:
       scheme: bearer
       bearerFormat: gate_api_… (organization API key)
       description: |
-        An organization API key: `gate_api_` + 12-character key id + 32-character secret +
-        6-character checksum (base62). Read-only keys (`gate_read_…`) and proxy keys
-        (`gate_proxy_…`) authenticate but are refused with `403` on every route of this API.
-        The scheme name `Bearer` is case-insensitive.
+        An organization key: `gate_api_` (or `gate_read_`) + 12-character key id + 32-character
+        secret + 6-character checksum (base62). Read-only keys (`gate_read_…`) are refused with
+        `403` on the routes they may not use, proxy keys (`gate_proxy_…`) on every route of
+        this API. The scheme name `Bearer` is case-insensitive. When this header is present, a
+        session cookie is ignored.
+    cookieAuth:
+      type: apiKey
+      in: cookie
+      name: gatehouse_session
+      description: |
+        The session cookie set by `POST /api/sessions` (a user logged in with e-mail and
+        password; the user's role applies). Valid for 12 hours, and ends after 2 hours without
+        use. `POST`, `PATCH` and `DELETE` with this cookie also need an `Origin` header equal
+        to `https://<Host>` or `http://<Host>` of the request, else `403`.
 
   parameters:
     ProviderKeyId:
@@ -507,6 +1233,27 @@ components:
       description: A key id (12 base62 characters, the id embedded in the key). Any other value is `404`.
       schema:
         type: string
+    UserId:
+      name: id
+      in: path
+      required: true
+      description: A user id (`usr_` + 16 base62 characters). Any other value is `404`.
+      schema:
+        type: string
+    Since:
+      name: since
+      in: query
+      description: Only entries at or after this time (ISO 8601 with a zone).
+      schema:
+        type: string
+        format: date-time
+    Until:
+      name: until
+      in: query
+      description: Only entries before this time (ISO 8601 with a zone).
+      schema:
+        type: string
+        format: date-time
 
   headers:
     RequestId:
@@ -521,6 +1268,18 @@ components:
       schema:
         type: string
         const: no-store
+    Allow:
+      description: The methods the path has, in registration order, comma-separated (e.g. `POST, GET`).
+      required: true
+      schema:
+        type: string
+        pattern: '^[A-Z]+(, [A-Z]+)*$'
+    RetryAfter:
+      description: Seconds to wait before trying again.
+      required: true
+      schema:
+        type: integer
+        minimum: 1
 
   responses:
     BadRequest:
@@ -563,8 +1322,11 @@ components:
                         const: authentication_error
     Forbidden:
       description: |
-        A valid credential that may not use this route (`permission_denied`): a proxy key, a
-        read-only key, or an API key used from an IP address outside its `allowed_ips`.
+        A valid credential that may not do this (`permission_denied`): a proxy key; a role or
+        read-only key without the capability the route needs; a role change or removal the
+        caller may not make; a caller address outside the organization's `api_ip_allowlist`
+        or the key's `allowed_ips`; or a cookie-authenticated `POST`, `PATCH` or `DELETE`
+        without a same-origin `Origin` header.
       headers:
         Gatehouse-Request-Id:
           $ref: '#/components/headers/RequestId'
@@ -581,7 +1343,9 @@ components:
                       type:
                         const: permission_denied
     NotFound:
-      description: No such key in the caller's organization, or a key of another kind (`not_found`).
+      description: |
+        Nothing with this id in the caller's organization, or (for keys) a key of another kind
+        (`not_found`).
       headers:
         Gatehouse-Request-Id:
           $ref: '#/components/headers/RequestId'
@@ -598,7 +1362,9 @@ components:
                       type:
                         const: not_found
     Conflict:
-      description: The key is already revoked (`conflict`).
+      description: |
+        The change conflicts with the current state (`conflict`); the operation's description
+        lists when, and the message says which.
       headers:
         Gatehouse-Request-Id:
           $ref: '#/components/headers/RequestId'
@@ -633,8 +1399,8 @@ components:
                         const: payload_too_large
     ValidationFailed:
       description: |
-        A field is missing, has the wrong type, is invalid, or is not accepted by this route
-        (`validation_error`). The message is `<field>: <problem>`, e.g.
+        A body field or query parameter is missing, has the wrong type, is invalid, or is not
+        accepted by this route (`validation_error`). The message is `<field>: <problem>`, e.g.
         `rate_limits[0].window_seconds: must be between 1 and 31622400`; values are never echoed.
       headers:
         Gatehouse-Request-Id:
@@ -651,6 +1417,47 @@ components:
                     properties:
                       type:
                         const: validation_error
+    MethodNotAllowed:
+      description: |
+        The path exists but not with this method (`method_not_allowed`); `Allow` names its
+        methods. Sent for any method an operation of this document does not list for the path
+        (including `HEAD` and `OPTIONS`), before authentication.
+      headers:
+        Gatehouse-Request-Id:
+          $ref: '#/components/headers/RequestId'
+        Cache-Control:
+          $ref: '#/components/headers/CacheControl'
+        Allow:
+          $ref: '#/components/headers/Allow'
+      content:
+        application/json:
+          schema:
+            allOf:
+              - $ref: '#/components/schemas/Error'
+              - properties:
+                  error:
+                    properties:
+                      type:
+                        const: method_not_allowed
+    TooManyRequests:
+      description: Too many failed logins for this e-mail address or from this address (`rate_limited`).
+      headers:
+        Gatehouse-Request-Id:
+          $ref: '#/components/headers/RequestId'
+        Cache-Control:
+          $ref: '#/components/headers/CacheControl'
+        Retry-After:
+          $ref: '#/components/headers/RetryAfter'
+      content:
+        application/json:
+          schema:
+            allOf:
+              - $ref: '#/components/schemas/Error'
+              - properties:
+                  error:
+                    properties:
+                      type:
+                        const: rate_limited
     InternalError:
       description: An unexpected server-side failure (`internal_error`, message `internal error`); details go to the server log only.
       headers:
@@ -693,8 +1500,10 @@ components:
                 - authentication_error
                 - permission_denied
                 - not_found
+                - method_not_allowed
                 - conflict
                 - payload_too_large
+                - rate_limited
                 - validation_error
                 - internal_error
             message:
@@ -1122,4 +1931,375 @@ components:
           type: array
           items:
             $ref: '#/components/schemas/OrgKey'
+
+    Role:
+      type: string
+      enum: [owner, admin, member, viewer]
+      description: |
+        `owner`: everything, including granting and removing `owner`. `admin`: keys, users,
+        settings, audit trail, export. `member`: request log and usage. `viewer`: usage.
+
+    User:
+      type: object
+      required: [id, email, role, created_at]
+      properties:
+        id:
+          type: string
+          pattern: '^usr_[0-9A-Za-z]{16}$'
+        email:
+          type: string
+          description: Lower-case; unique across the installation.
+        role:
+          $ref: '#/components/schemas/Role'
+        created_at:
+          $ref: '#/components/schemas/Timestamp'
+
+    UserCreate:
+      type: object
+      additionalProperties: false
+      required: [email, role, password]
+      properties:
+        email:
+          type: string
+          maxLength: 254
+          pattern: '^[!-?A-~]+@[!-,\-/-?A-~][!-?A-~]*\.[!-?A-~]*[!-,\-/-?A-~]$'
+          description: |
+            Leading and trailing spaces are trimmed and the address is lower-cased; then it must be
+            at most 254 characters of printable ASCII without spaces, with one `@`, a non-empty
+            part before it and a domain that contains a `.` and does not start or end with one.
+        role:
+          $ref: '#/components/schemas/Role'
+        password:
+          type: string
+          minLength: 12
+          maxLength: 72
+          description: At least 12 characters and at most 72 bytes of UTF-8 (longer is refused, not cut). Never returned or logged.
+
+    UserPatch:
+      type: object
+      additionalProperties: false
+      required: [role]
+      properties:
+        role:
+          $ref: '#/components/schemas/Role'
+
+    UserList:
+      type: object
+      required: [data]
+      properties:
+        data:
+          type: array
+          items:
+            $ref: '#/components/schemas/User'
+
+    Login:
+      type: object
+      additionalProperties: false
+      required: [email, password]
+      properties:
+        email:
+          type: string
+          description: Trimmed and lower-cased before the lookup; not otherwise checked (an unknown address is `401`).
+        password:
+          type: string
+
+    Session:
+      type: object
+      required: [user, expires_at]
+      properties:
+        user:
+          $ref: '#/components/schemas/User'
+        expires_at:
+          $ref: '#/components/schemas/Timestamp'
+          description: When the session ends at the latest (12 hours after login).
+
+    CIDRList:
+      type: array
+      maxItems: 1000
+      items:
+        type: string
+      description: |
+        IPv4/IPv6 addresses or CIDR blocks, stored normalized as CIDR (`10.0.0.1` becomes
+        `10.0.0.1/32`); an invalid entry is `422` naming its position (`<field>[<i>]`).
+
+    Settings:
+      type: object
+      required: [api_ip_allowlist, gateway_ip_allowlist, trusted_proxies, retention_days, log_bodies]
+      properties:
+        api_ip_allowlist:
+          type: array
+          items:
+            type: string
+          description: Networks allowed to use this API, logins included (empty = any address).
+        gateway_ip_allowlist:
+          type: array
+          items:
+            type: string
+          description: Networks allowed to use the gateway (`/v1`; empty = any address).
+        trusted_proxies:
+          type: array
+          items:
+            type: string
+          description: |
+            Reverse proxies whose `X-Forwarded-For` header is believed when determining the
+            client address (empty = the TCP peer is the client).
+        retention_days:
+          type: integer
+          minimum: 1
+          maximum: 730
+          description: Days request log entries are kept.
+        log_bodies:
+          type: boolean
+          description: Whether request and response bodies are stored (encrypted) in the request log.
+
+    SettingsPatch:
+      type: object
+      additionalProperties: false
+      description: Every field is optional; a field left out is unchanged. `null` empties a list.
+      properties:
+        api_ip_allowlist:
+          oneOf:
+            - $ref: '#/components/schemas/CIDRList'
+            - type: 'null'
+        gateway_ip_allowlist:
+          oneOf:
+            - $ref: '#/components/schemas/CIDRList'
+            - type: 'null'
+        trusted_proxies:
+          oneOf:
+            - $ref: '#/components/schemas/CIDRList'
+            - type: 'null'
+        retention_days:
+          type: integer
+          minimum: 1
+          maximum: 730
+          description: A whole number (`null` is `422`).
+        log_bodies:
+          type: boolean
+          description: '`true` or `false` (`null` is `422`).'
+
+    RequestLogEntry:
+      type: object
+      description: One gateway call. Personal data (user id, properties, bodies) is stored encrypted and decrypted for this response.
+      required:
+        - id
+        - proxy_key_id
+        - provider_key_id
+        - provider
+        - model
+        - method
+        - path
+        - status
+        - streamed
+        - user_id
+        - properties
+        - client_ip
+        - started_at
+        - latency_ms
+        - time_to_first_token_ms
+        - overhead_ms
+        - prompt_tokens
+        - completion_tokens
+        - cached_tokens
+        - cost_micros
+        - cost_usd
+        - error
+      properties:
+        id:
+          type: string
+          pattern: '^req_[0-9A-Za-z]{20}$'
+          description: The `Gatehouse-Request-Id` of the gateway call.
+        proxy_key_id:
+          type: string
+        provider_key_id:
+          type: string
+        provider:
+          $ref: '#/components/schemas/Provider'
+        model:
+          type: [string, 'null']
+          description: The model named in the request body; `null` when there was none.
+        method:
+          type: string
+        path:
+          type: string
+          description: The gateway path called, e.g. `/v1/chat/completions` (without the query).
+        status:
+          type: integer
+          description: The HTTP status returned to the client.
+        streamed:
+          type: boolean
+        user_id:
+          type: [string, 'null']
+          description: The end-user id (`Helicone-User-Id` or the body's `user`); `null` when none.
+        properties:
+          type: object
+          additionalProperties:
+            type: string
+          description: '`Helicone-Property-<name>` values by lower-case name, plus `session_id` from `Helicone-Session-Id`.'
+        client_ip:
+          type: string
+        started_at:
+          $ref: '#/components/schemas/Timestamp'
+        latency_ms:
+          type: number
+        time_to_first_token_ms:
+          type: [number, 'null']
+        overhead_ms:
+          type: number
+          description: Time spent in Gatehouse itself.
+        prompt_tokens:
+          type: [integer, 'null']
+        completion_tokens:
+          type: [integer, 'null']
+        cached_tokens:
+          type: [integer, 'null']
+        cost_micros:
+          type: [integer, 'null']
+          description: Cost in millionths of a USD; `null` when the model has no known price.
+        cost_usd:
+          type: [number, 'null']
+          description: '`cost_micros` / 1000000.'
+        error:
+          type: [string, 'null']
+          description: A short description of a gateway or upstream failure; `null` on success.
+
+    RequestLogDetail:
+      allOf:
+        - $ref: '#/components/schemas/RequestLogEntry'
+        - type: object
+          required: [request_body, response_body]
+          properties:
+            request_body:
+              type: [string, 'null']
+              description: The request body as sent upstream; `null` when not stored.
+            response_body:
+              type: [string, 'null']
+              description: The response body as received; `null` when not stored.
+
+    RequestLogPage:
+      type: object
+      required: [data, next_cursor]
+      properties:
+        data:
+          type: array
+          items:
+            $ref: '#/components/schemas/RequestLogEntry'
+        next_cursor:
+          type: [string, 'null']
+          description: |
+            Pass as `cursor` for the next (older) page; set whenever this page is full (the next
+            page may be empty), `null` otherwise.
+
+    UsageRow:
+      type: object
+      required: [group, requests, prompt_tokens, completion_tokens, cached_tokens, cost_micros, cost_usd, unpriced_requests]
+      properties:
+        group:
+          type: string
+          description: The proxy key id, the model, the user's keyed hash (hex), or the UTC day `YYYY-MM-DD`.
+        user_id:
+          type: [string, 'null']
+          description: Only with `group_by=user`, the end-user id of the group (`null` if none could be decrypted).
+        requests:
+          type: integer
+        prompt_tokens:
+          type: integer
+        completion_tokens:
+          type: integer
+        cached_tokens:
+          type: integer
+        cost_micros:
+          type: integer
+          description: Cost of the priced calls in millionths of a USD.
+        cost_usd:
+          type: number
+        unpriced_requests:
+          type: integer
+          description: Calls whose model has no known price (not in the cost).
+
+    UsageReport:
+      type: object
+      required: [group_by, data]
+      properties:
+        group_by:
+          type: string
+          enum: [proxy_key, model, user, day]
+        data:
+          type: array
+          items:
+            $ref: '#/components/schemas/UsageRow'
+
+    AuditEntry:
+      type: object
+      required: [sequence, time, actor_kind, actor_id, client_ip, action, target, outcome, details, prev_hash, hash]
+      properties:
+        sequence:
+          type: integer
+          minimum: 1
+          description: Position in the installation-wide chain (gaps are other organizations' entries).
+        time:
+          $ref: '#/components/schemas/Timestamp'
+        actor_kind:
+          type: string
+          description: '`api_key`, `read_key`, `user`, `cli`, `system` or `anonymous`.'
+        actor_id:
+          type: string
+          description: Key id, user id or OS user name; empty for anonymous actors.
+        client_ip:
+          type: string
+        action:
+          type: string
+          description: e.g. `proxy_key.create`, `user.role_change`, `session.login`, `api.access`, `data.export`.
+        target:
+          type: string
+        outcome:
+          type: string
+          enum: [success, denied, failed]
+        details:
+          type: [object, string]
+          description: Action-specific details (an object; a string only if the stored details are not JSON).
+        prev_hash:
+          type: string
+          pattern: '^[0-9a-f]{64}$'
+        hash:
+          type: string
+          pattern: '^[0-9a-f]{64}$'
+          description: SHA-256 over `prev_hash` and the entry's canonical encoding.
+
+    AuditPage:
+      type: object
+      required: [data, next_cursor]
+      properties:
+        data:
+          type: array
+          items:
+            $ref: '#/components/schemas/AuditEntry'
+        next_cursor:
+          type: [string, 'null']
+          pattern: '^[0-9]+$'
+          description: |
+            Pass as `cursor` for the next (older) page; set whenever this page is full (the next
+            page may be empty), `null` otherwise.
+
+    AuditVerification:
+      type: object
+      required: [intact, entries, last_sequence, first_broken_sequence, damage]
+      properties:
+        intact:
+          type: boolean
+        entries:
+          type: integer
+          description: Entries checked (every organization's).
+        last_sequence:
+          type: integer
+        first_broken_sequence:
+          type: [integer, 'null']
+          description: The first entry that does not chain (or the checkpoint's sequence); `null` when intact.
+        damage:
+          type: [string, 'null']
+          enum: [edited, missing, inserted, reordered, truncated, bad_checkpoint, null]
+          description: |
+            Best-effort diagnosis: `edited` (content no longer matches its hash), `missing`,
+            `inserted`, `reordered`, `truncated` (the end is gone, found against a checkpoint),
+            `bad_checkpoint` (a checkpoint's signature does not verify); `null` when intact.
 """#

@@ -83,7 +83,9 @@ public final class RequestLogWriter: Service, Sendable {
                 try await store.insertRequestLogs(records)
                 writtenCount.add(records.count, ordering: .relaxed)
             } catch {
-                logger.error("writing request log batch failed; will retry", metadata: ["error": "\(error)"])
+                if !(error is CancellationError) {
+                    logger.error("writing request log batch failed; will retry", metadata: ["error": "\(error)"])
+                }
                 queue.withLock { q in
                     let room = max(0, capacity - q.count)
                     q.insert(contentsOf: batch.prefix(room), at: 0)

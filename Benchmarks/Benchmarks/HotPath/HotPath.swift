@@ -1,0 +1,72 @@
+import Benchmark
+import Foundation
+import GatehouseCore
+
+/// The per-request building blocks of the gateway, measured alone: what each costs in time and
+/// allocations (`swift package benchmark` prints both).
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .throughput],
+        maxDuration: .seconds(3), maxIterations: 1_000_000)
+
+    // Key verification: format + checksum, then the constant-time HMAC compare.
+    let (orgKeys, _) = try! Vault(keyring: .generate()).newDataKey(orgID: "org_bench")
+    let key = GatehouseKey.generate(kind: .proxy)
+    let stored = orgKeys.keyHash(key.text)
+    Benchmark("key verification (parse + HMAC compare)") { benchmark in
+        for _ in benchmark.scaledIterations {
+            let parsed = try! GatehouseKey.parse(key.text)
+            blackHole(orgKeys.verifyKey(parsed.text, storedHash: stored))
+        }
+    }
+
+    // Vault: opening a provider key sealed under the org DEK (uncached path).
+    let sealed = try! orgKeys.sealProviderKey("sk-" + String(repeating: "x", count: 48), rowID: "pk_bench", provider: "openai")
+    Benchmark("vault decrypt provider key (AES-256-GCM open)") { benchmark in
+        for _ in benchmark.scaledIterations {
+            blackHole(try! orgKeys.openProviderKey(sealed, rowID: "pk_bench", provider: "openai"))
+        }
+    }
+
+    // Limits: reserve the worst case and settle the actual, with a rate limit and a budget.
+    let ledger = LimitLedger()
+    let limits = [
+        RateLimit(metric: .requests, limit: 1e12, windowSeconds: 60),
+        RateLimit(metric: .tokens, limit: 1e15, windowSeconds: 60),
+    ]
+    let budget = Budget(limitUSD: 1e9, period: .month)
+    Benchmark("limit reserve + settle (requests + tokens windows, budget)") { benchmark in
+        for _ in benchmark.scaledIterations {
+            if case .admitted(let reservation, _) = ledger.reserve(
+                keyID: "k", limits: limits, budget: budget, policy: nil, user: nil,
+                estimate: .init(tokens: 1100, costMicros: 900))
+            {
+                ledger.settle(reservation, actual: .init(tokens: 120, costMicros: 80))
+            }
+        }
+    }
+
+    // SSE: split one OpenAI stream chunk into events and read usage where present.
+    let chunk = Array(#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}],"usage":null}"#.utf8) + [10, 10]
+    Benchmark("SSE split + usage scan per chunk") { benchmark in
+        var splitter = SSEEventSplitter()
+        var extractor = UsageExtractor(dialect: .openai)
+        for _ in benchmark.scaledIterations {
+            for event in splitter.feed(chunk) where event.data.count > 0 && event.data.last == UInt8(ascii: "}") {
+                // The gateway only parses events that carry a usage object; this one does not.
+                blackHole(event.data.count)
+            }
+        }
+        blackHole(extractor.usage)
+        extractor.observe(json: chunk.dropFirst(6).dropLast(2))
+    }
+
+    let usageChunk = Array(#"{"id":"c","choices":[],"usage":{"prompt_tokens":1200,"completion_tokens":300,"total_tokens":1500}}"#.utf8)
+    Benchmark("usage parse of the final usage chunk (JSON)") { benchmark in
+        for _ in benchmark.scaledIterations {
+            var extractor = UsageExtractor(dialect: .openai)
+            extractor.observe(json: usageChunk)
+            blackHole(extractor.usage)
+        }
+    }
+}
