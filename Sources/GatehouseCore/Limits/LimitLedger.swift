@@ -21,6 +21,9 @@ public final class LimitLedger: Sendable {
     struct KeyState: Sendable {
         var windows: [WindowKey: SlidingWindowLog] = [:]
         var budgetPeriodStart: Date?
+        /// The cached bounds of the current budget period (calendar math is slow).
+        var budgetPeriodEnd: Date?
+        var budgetPeriod: Budget.Period?
         var spentMicros: Int64 = 0
         var pendingBudget: [UInt64: Int64] = [:]
         var pendingBudgetSum: Int64 = 0
@@ -146,7 +149,17 @@ public final class LimitLedger: Sendable {
             }
             var budgetStatus: Status? = nil
             if let budget {
-                let (start, end) = budget.period.bounds(containing: now)
+                let start: Date
+                let end: Date?
+                if s.budgetPeriod == budget.period, let cachedStart = s.budgetPeriodStart, now >= cachedStart,
+                    s.budgetPeriodEnd.map({ now < $0 }) ?? true
+                {
+                    (start, end) = (cachedStart, s.budgetPeriodEnd)
+                } else {
+                    (start, end) = budget.period.bounds(containing: now)
+                    s.budgetPeriod = budget.period
+                    s.budgetPeriodEnd = end
+                }
                 if s.budgetPeriodStart != start {
                     s.budgetPeriodStart = start
                     s.spentMicros = 0
@@ -260,7 +273,10 @@ public final class LimitLedger: Sendable {
                 s.windows[key] = window
             }
             if let budget {
-                s.budgetPeriodStart = budget.period.bounds(containing: now).start
+                let (start, end) = budget.period.bounds(containing: now)
+                s.budgetPeriodStart = start
+                s.budgetPeriodEnd = end
+                s.budgetPeriod = budget.period
                 s.spentMicros = spentMicros
             }
             keys[keyID] = s
