@@ -424,20 +424,34 @@ struct AccessStoreTests {
     // MARK: Schema
 
     @Test func upgradeFromVersion2CreatesTheTables() async throws {
-        try await withTwoOrgs { store in
-            _ = try await store.executeForTesting("DROP TABLE sessions")
-            _ = try await store.executeForTesting("DROP TABLE users")
-            _ = try await store.executeForTesting("DROP TABLE org_settings")
-            _ = try await store.executeForTesting("DELETE FROM schema_migrations WHERE version = 3")
-            try await store.migrate()
-            let versions = try await store.executeForTesting("SELECT version FROM schema_migrations ORDER BY version")
-            #expect(versions.compactMap { $0["version"] } == ["1", "2", "3"])
-            let tables = try await store.executeForTesting(
-                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN ('users', 'sessions', 'org_settings') ORDER BY name")
-            #expect(tables.compactMap { $0["name"] } == ["org_settings", "sessions", "users"])
-            try await store.insertUser(makeUser("alice", role: .owner), audit: draft("o1", "user.create"))
-            #expect(try await store.user(email: "alice@example.com") == makeUser("alice", role: .owner))
-            #expect(try await store.organizations().map(\.id) == ["o1", "o2"])
+        try await withTemporaryDirectory { dir in
+            let store = try await SQLiteStore.open(path: dir + "/gatehouse.db")
+            do {
+                // Build a version-2 database by hand, with data, then migrate to the latest.
+                _ = try await store.executeForTesting(SQLiteMigrations.bootstrap)
+                for migration in SQLiteMigrations.all where migration.version <= 2 {
+                    for statement in migration.statements {
+                        _ = try await store.executeForTesting(statement)
+                    }
+                    _ = try await store.executeForTesting(
+                        "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (\(migration.version), 0)")
+                }
+                try await createTwoOrgs(store)
+                try await store.migrate()
+
+                let versions = try await store.executeForTesting("SELECT version FROM schema_migrations ORDER BY version")
+                #expect(versions.compactMap { $0["version"] } == SQLiteMigrations.all.map { String($0.version) })
+                let tables = try await store.executeForTesting(
+                    "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN ('users', 'sessions', 'org_settings') ORDER BY name")
+                #expect(tables.compactMap { $0["name"] } == ["org_settings", "sessions", "users"])
+                try await store.insertUser(makeUser("alice", role: .owner), audit: draft("o1", "user.create"))
+                #expect(try await store.user(email: "alice@example.com") == makeUser("alice", role: .owner))
+                #expect(try await store.organizations().map(\.id) == ["o1", "o2"])
+                try await store.close()
+            } catch {
+                try? await store.close()
+                throw error
+            }
         }
     }
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from fake_upstream import FakeUpstream
-from ghtest import API_KEY_RE, OWNER_RE, REGISTRY, REQUEST_ID_HEADER, assert_error, canary_forms
+from ghtest import API_KEY_RE, OWNER_RE, REGISTRY, REQUEST_ID_HEADER, assert_error, canary_forms, poll_until
 
 LOG_TIMEOUT = 6.0
 OPEN_SETTINGS = {"api_ip_allowlist": [], "gateway_ip_allowlist": [], "trusted_proxies": []}
@@ -149,7 +149,11 @@ def second_org(inst) -> str:
     assert r.rc == 0, f"org create failed: {r.stderr}"
     m = OWNER_RE.search(r.stdout)
     assert m, f"no 'Owner API key (shown once): …' line:\n{r.stdout}"
-    return m.group(1)
+    key = m.group(1)
+    # The running server learns about the CLI's change through the change sequence (≤ 1 s).
+    took = poll_until(lambda: inst.api("GET", "/api/usage", key=key).status_code == 200, timeout=2.0, interval=0.1)
+    assert took is not None, "the running server did not accept the new organization's owner key within 2 s"
+    return key
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,6 +403,10 @@ def test_login_from_outside_the_api_allowlist_is_refused(inst):
             r = raw(inst, "POST", "/api/sessions", session=s, json={"email": email, "password": password})
             assert r.status_code in (401, 403), r.text
             assert not s.cookies.get("gatehouse_session"), "a session cookie for a caller outside the allowlist"
+            wrong = raw(inst, "POST", "/api/sessions", session=s, json={"email": email, "password": password + "-nope"})
+            assert (wrong.status_code, wrong.json()["error"]["type"]) == (r.status_code, r.json()["error"]["type"]), (
+                f"outside the allowlist the right password gets {r.status_code} and a wrong one {wrong.status_code}: "
+                "the answer confirms the password")
         with requests.Session() as s:
             r = raw(inst, "POST", "/api/sessions", session=s, json={"email": email, "password": password}, headers=via)
             assert r.status_code == 201, r.text

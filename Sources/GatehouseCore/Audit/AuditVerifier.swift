@@ -57,10 +57,10 @@ public enum AuditVerifier {
                     return broken(entries[i - 1].sequence, .inserted)
                 }
                 if let other = hashes[entry.prevHash], other != entry.sequence {
-                    return broken(min(entry.sequence, entries[i - 1 >= 0 ? i - 1 : 0].sequence), .reordered)
+                    return broken(expected, .reordered)
                 }
-                if !contentMatches { return broken(entry.sequence, .edited) }
-                // Points to an entry we do not have: something before it was removed.
+                // Points to an entry we do not have: something before it was removed (or an
+                // entry was rewritten with a fresh hash, which looks the same from here).
                 return broken(entry.sequence > expected ? expected : entry.sequence, .missing)
             }
             if !contentMatches { return broken(entry.sequence, .edited) }

@@ -88,7 +88,11 @@ public struct PricingTable: Sendable, Equatable {
         let parts = s.split(separator: "-", omittingEmptySubsequences: false)
         let digits = { (p: Substring, n: Int) in p.count == n && p.allSatisfy { $0.isASCII && $0.isNumber } }
         switch parts.count {
-        case 1: return digits(parts[0], 8) || digits(parts[0], 4)
+        case 1:
+            if digits(parts[0], 8) { return true }
+            // MMDD: a real month and day, so `gpt-4o-2024` is not a snapshot of gpt-4o.
+            guard digits(parts[0], 4), let month = Int(parts[0].prefix(2)), let day = Int(parts[0].suffix(2)) else { return false }
+            return (1...12).contains(month) && (1...31).contains(day)
         case 3: return digits(parts[0], 4) && digits(parts[1], 2) && digits(parts[2], 2)
         default: return false
         }

@@ -83,9 +83,23 @@ public struct AdminAuthMiddleware: RouterMiddleware {
 
     /// A path for the audit trail: no query string, and any key-shaped segment replaced.
     static func auditPath(_ path: String) -> String {
-        String(path.prefix(200)).split(separator: "/", omittingEmptySubsequences: false)
-            .map { $0.contains("gate_") || $0.count > 64 ? "(redacted)" : String($0) }
+        String(path.prefix(300)).split(separator: "/", omittingEmptySubsequences: false)
+            .map { isSafePathSegment($0) ? String($0) : "(redacted)" }
             .joined(separator: "/")
+    }
+
+    /// A route word (lower-case letters and `-`), a key id (12 base62) or one of our prefixed
+    /// ids. Anything else could be a secret pasted into the URL and never reaches the trail.
+    static func isSafePathSegment(_ segment: Substring) -> Bool {
+        if segment.isEmpty { return true }
+        if segment.count <= 20, segment.allSatisfy({ ("a"..."z").contains($0) || $0 == "-" || $0 == "." }) { return true }
+        let base62 = { (s: Substring) in s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) } }
+        if segment.count == 12, base62(segment) { return true }
+        for prefix in ["pk_", "usr_", "req_", "org_"] where segment.hasPrefix(prefix) {
+            let rest = segment.dropFirst(prefix.count)
+            if (16...20).contains(rest.count), base62(rest) { return true }
+        }
+        return false
     }
 
     func authenticate(_ request: Request, context: inout Context) async throws -> Principal {

@@ -67,10 +67,10 @@ public struct ErrorMiddleware: RouterMiddleware {
         m.count <= 20 && m.allSatisfy({ $0.isLetter }) ? m : "(invalid)"
     }
 
-    /// A path for an error message: at most 100 characters, and no key-shaped text.
+    /// A path for an error message: any segment that is not a route word or one of our ids is
+    /// redacted (it could be a pasted secret).
     static func safePath(_ path: String) -> String {
-        if path.contains("gate_") { return "(path redacted)" }
-        return String(path.prefix(100))
+        String(AdminAuthMiddleware.auditPath(path).prefix(120))
     }
 }
 

@@ -54,8 +54,8 @@ info:
     **Query parameters** of `/api/requests`, `/api/usage`, `/api/audit` and `/api/export` are
     checked the same way: an unknown parameter or an invalid value is `422` `validation_error`
     naming the parameter, and a parameter with an empty value is the same as leaving it out.
-    Timestamps in queries are ISO 8601 with a zone (`2025-01-31T12:00:00Z`, optionally with
-    fractional seconds). Other routes ignore query parameters.
+    Timestamps in queries look like `2025-01-31T12:00:00Z` (see `QueryTimestamp`). Other routes
+    ignore query parameters.
 
     **Errors** all have the shape `{"error": {"type", "message", "request_id"}}`. Every
     response, success or error, carries a `Gatehouse-Request-Id` header (`req_` + 20 base62
@@ -568,6 +568,7 @@ paths:
             type: string
         - name: status
           in: query
+          allowEmptyValue: true
           description: Only calls that ended with this HTTP status.
           schema:
             type: integer
@@ -577,12 +578,14 @@ paths:
         - $ref: '#/components/parameters/Until'
         - name: cursor
           in: query
-          description: The `next_cursor` of the previous page (`<start milliseconds>.<id>`); anything else is `422`.
+          allowEmptyValue: true
+          description: The `next_cursor` of the previous page (`<start milliseconds>.<id>`); a value that does not parse as one is `422`.
           schema:
             type: string
-            pattern: '^-?[0-9]{1,18}\..{1,64}$'
+            pattern: '^-?[0-9]{1,18}\.[0-9A-Za-z_]{1,64}$'
         - name: limit
           in: query
+          allowEmptyValue: true
           description: Page size.
           schema:
             type: integer
@@ -662,6 +665,7 @@ paths:
       parameters:
         - name: group_by
           in: query
+          allowEmptyValue: true
           description: |
             `proxy_key`: by proxy key id. `model`: by model (calls without one under `unknown`).
             `user`: by end user (`group` is the user's keyed hash; calls without a user are left
@@ -941,10 +945,12 @@ paths:
         `gatehouse_session` cookie (`Secure`, `HttpOnly`, `SameSite=Strict`, `Path=/`), valid
         for 12 hours and ended earlier after 2 hours without use. No credential is needed. A
         wrong e-mail address or password is the same `401` (and takes as long). After 5 failed
-        logins for one e-mail address, or 20 from one client address, within 15 minutes,
-        attempts are refused with `429` and `Retry-After` until the oldest failure is 15 minutes
-        old (counted per server instance). A correct password from an address outside the
-        organization's `api_ip_allowlist` is `403` and opens no session.
+        logins for one e-mail address, or 20 from one TCP peer address (`X-Forwarded-For` is not
+        used for this count), within 15 minutes, attempts are refused with `429` and
+        `Retry-After` until the oldest failure is 15 minutes old (counted in memory per server
+        instance); the body is checked (`400`/`422`) before that. A correct password from an
+        address outside the organization's `api_ip_allowlist` (resolved with its
+        `trusted_proxies`) is `403` and opens no session.
       tags: [sessions]
       security: []
       requestBody:
@@ -1061,6 +1067,7 @@ paths:
             type: string
         - name: outcome
           in: query
+          allowEmptyValue: true
           description: Only entries with this outcome.
           schema:
             type: string
@@ -1069,6 +1076,7 @@ paths:
         - $ref: '#/components/parameters/Until'
         - name: cursor
           in: query
+          allowEmptyValue: true
           description: The `next_cursor` of the previous page (a sequence number); anything else is `422`.
           schema:
             type: integer
@@ -1076,6 +1084,7 @@ paths:
             maximum: 9223372036854775807
         - name: limit
           in: query
+          allowEmptyValue: true
           description: Page size.
           schema:
             type: integer
@@ -1157,6 +1166,7 @@ paths:
             enum: [requests, audit]
         - name: format
           in: query
+          allowEmptyValue: true
           description: '`jsonl` (`application/x-ndjson`) or `csv` (`text/csv; charset=utf-8`).'
           schema:
             type: string
@@ -1243,17 +1253,17 @@ components:
     Since:
       name: since
       in: query
-      description: Only entries at or after this time (ISO 8601 with a zone).
+      description: Only entries at or after this time.
+      allowEmptyValue: true
       schema:
-        type: string
-        format: date-time
+        $ref: '#/components/schemas/QueryTimestamp'
     Until:
       name: until
       in: query
-      description: Only entries before this time (ISO 8601 with a zone).
+      description: Only entries before this time.
+      allowEmptyValue: true
       schema:
-        type: string
-        format: date-time
+        $ref: '#/components/schemas/QueryTimestamp'
 
   headers:
     RequestId:
@@ -1521,6 +1531,14 @@ components:
         The upstream kind. `openai-compatible` is any server that speaks the OpenAI API (vLLM,
         Ollama, …) and needs a `base_url`.
 
+    QueryTimestamp:
+      type: string
+      format: date-time
+      pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-7]):[0-5][0-9]|[+-]18:00)$'
+      description: |
+        ISO 8601 with an upper-case `T`, seconds, at most 9 fractional digits and a zone (`Z` or
+        `±hh:mm` up to `±18:00`), e.g. `2025-01-31T12:00:00Z`; anything else is `422`.
+
     Timestamp:
       type: string
       format: date-time
@@ -1563,10 +1581,11 @@ components:
           type: string
           minLength: 1
           maxLength: 200
-          pattern: '^[^\x00-\x08\x0A-\x1F\x7F-\x9F]*$'
+          pattern: '^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$'
           description: |
             Leading and trailing spaces and tabs (Unicode `Zs` and U+0009) are trimmed; the rest must
-            be non-empty, at most 200 characters and free of control characters (`Cc`).
+            be non-empty, at most 200 characters and free of control characters (`Cc`, so a tab
+            inside the name is refused).
         provider:
           $ref: '#/components/schemas/Provider'
         base_url:
@@ -1754,10 +1773,11 @@ components:
           type: string
           minLength: 1
           maxLength: 200
-          pattern: '^[^\x00-\x08\x0A-\x1F\x7F-\x9F]*$'
+          pattern: '^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$'
           description: |
             Leading and trailing spaces and tabs (Unicode `Zs` and U+0009) are trimmed; the rest must
-            be non-empty, at most 200 characters and free of control characters (`Cc`).
+            be non-empty, at most 200 characters and free of control characters (`Cc`, so a tab
+            inside the name is refused).
         description:
           type: [string, 'null']
           maxLength: 2000
@@ -1767,7 +1787,10 @@ components:
         expires_at:
           type: [string, 'null']
           format: date-time
-          description: Must be in the future. ISO 8601 with `T`, seconds and a zone (`Z` or `±hh:mm`).
+          pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-7]):[0-5][0-9]|[+-]18:00)$'
+          description: |
+            Must be in the future. ISO 8601 with an upper-case `T`, seconds, at most 9 fractional
+            digits and a zone (`Z` or `±hh:mm` up to `±18:00`).
         allowed_models:
           oneOf:
             - $ref: '#/components/schemas/AllowedModels'
@@ -1801,17 +1824,19 @@ components:
           type: string
           minLength: 1
           maxLength: 200
-          pattern: '^[^\x00-\x08\x0A-\x1F\x7F-\x9F]*$'
+          pattern: '^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$'
           description: |
             Leading and trailing spaces and tabs (Unicode `Zs` and U+0009) are trimmed; the rest must
-            be non-empty, at most 200 characters and free of control characters (`Cc`).
+            be non-empty, at most 200 characters and free of control characters (`Cc`, so a tab
+            inside the name is refused).
         description:
           type: [string, 'null']
           maxLength: 2000
         expires_at:
           type: [string, 'null']
           format: date-time
-          description: Must be in the future; `null` removes the expiry.
+          pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-7]):[0-5][0-9]|[+-]18:00)$'
+          description: Must be in the future (same format as on creation); `null` removes the expiry.
         allowed_models:
           oneOf:
             - $ref: '#/components/schemas/AllowedModels'
@@ -1885,10 +1910,11 @@ components:
           type: string
           minLength: 1
           maxLength: 200
-          pattern: '^[^\x00-\x08\x0A-\x1F\x7F-\x9F]*$'
+          pattern: '^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$'
           description: |
             Leading and trailing spaces and tabs (Unicode `Zs` and U+0009) are trimmed; the rest must
-            be non-empty, at most 200 characters and free of control characters (`Cc`).
+            be non-empty, at most 200 characters and free of control characters (`Cc`, so a tab
+            inside the name is refused).
         kind:
           type: string
           enum: [api, read]
@@ -1899,7 +1925,8 @@ components:
         expires_at:
           type: [string, 'null']
           format: date-time
-          description: Must be in the future.
+          pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-7]):[0-5][0-9]|[+-]18:00)$'
+          description: Must be in the future (same format as for proxy keys).
         allowed_ips:
           oneOf:
             - $ref: '#/components/schemas/AllowedIPs'

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseStore
 import Hummingbird
 
 /// `/api/users`: the team and its roles.
@@ -136,8 +137,13 @@ struct SessionRoutes {
         // The organization's admin allowlist applies to logins too.
         let policy = plane.keyTable.networkPolicy(login.user.orgID)
         guard policy.apiAllowlist.permits(policy.clientAddress(peer: context.peerAddress, headers: request.headers)) else {
+            // Answer exactly as for a wrong password: a different answer would confirm the
+            // password to someone outside the allowlist.
             try? await plane.logout(Principal(kind: .user, id: login.user.id, orgID: login.user.orgID, clientIP: ip, role: login.user.role, sessionID: login.session.id))
-            throw GatehouseError.forbidden("your IP address is not allowed to use the admin API of this organization")
+            try? await plane.store.appendAudit(AuditDraft(
+                orgID: login.user.orgID, actorKind: "user", actorID: login.user.id, clientIP: ip, action: "session.login",
+                target: login.user.id, outcome: .denied, details: #"{"reason":"ip_not_allowed"}"#))
+            throw GatehouseError.unauthenticated
         }
         var response = Response.json(
             .object(["user": GatehouseJSON.user(login.user), "expires_at": .date(login.session.expiresAt)]), status: .created)

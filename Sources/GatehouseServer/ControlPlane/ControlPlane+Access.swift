@@ -41,6 +41,10 @@ extension ControlPlane {
         guard password.utf8.count <= maxPasswordBytes else {
             throw GatehouseError.validation(field: "password", message: "must be at most \(maxPasswordBytes) bytes")
         }
+        // bcrypt stops at a NUL byte: "abc\0xyz" would hash like "abc".
+        guard !password.utf8.contains(0) else {
+            throw GatehouseError.validation(field: "password", message: "must not contain NUL characters")
+        }
     }
 
     /// bcrypt off the event loops and the cooperative pool: it is deliberately slow.
@@ -144,8 +148,12 @@ extension ControlPlane {
     public func login(email: String, password: String, clientIP: String) async throws -> Login {
         let email = email.trimmingCharacters(in: .whitespaces).lowercased()
         let user = email.count <= 254 ? try await accessStore.user(email: email) : nil
-        let ok = try await Self.bcryptVerify(String(password.prefix(200)), hash: user?.passwordHash ?? Self.decoyHash)
-        guard let user, ok else {
+        // bcrypt only reads 72 bytes and stops at NUL: a longer password or one with NUL would
+        // match a stored one it merely starts like, so those never log in.
+        let acceptable = password.utf8.count <= Self.maxPasswordBytes && !password.utf8.contains(0)
+        let ok = try await Self.bcryptVerify(
+            acceptable ? password : Base62.random(count: 24), hash: user?.passwordHash ?? Self.decoyHash)
+        guard let user, ok, acceptable else {
             let audit = AuditDraft(
                 orgID: user?.orgID ?? "", actorKind: "user", actorID: user?.id ?? "", clientIP: clientIP,
                 action: "session.login", target: user?.id ?? "", outcome: .denied,

@@ -31,7 +31,7 @@ import Musl
 ///
 /// Within one process, all work on the single connection goes through a ``SerialGate`` so a
 /// transaction never interleaves with another caller's statements; between processes SQLite's
-/// own locking (`busy_timeout` = 5 s) serializes writers.
+/// own locking (`busy_timeout` = 30 s) serializes writers.
 public final class SQLiteStore: Store {
     /// The database file.
     public let path: String
@@ -88,7 +88,7 @@ public final class SQLiteStore: Store {
     private func configureConnection() async throws {
         // First, so that switching to WAL below waits for another process instead of failing.
         // This also replaces the driver's default busy handler, which would retry forever.
-        _ = try await connection.query("PRAGMA busy_timeout = 5000")
+        _ = try await connection.query("PRAGMA busy_timeout = 30000")
 
         let mode = try await connection.query("PRAGMA journal_mode = WAL").first?.column("journal_mode")?.string
         if mode?.lowercased() != "wal" {
