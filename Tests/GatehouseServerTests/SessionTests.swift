@@ -600,4 +600,28 @@ struct SessionTests {
             }
         }
     }
+
+    /// The throttle must not tell either: a right password refused for the allowlist may not
+    /// reset the account's failures (otherwise the next attempt's 401-vs-429 confirms it).
+    @Test func loginRefusedForTheAllowlistDoesNotResetTheThrottle() async throws {
+        try await withGatehouse { g in
+            let password = newPassword()
+            try await g.createUser("fenced@example.com", .admin, password: password)
+            var settings = try await g.plane.settings(orgID: g.orgID)
+            settings.apiIPAllowlist = ["10.0.0.0/8"]
+            _ = try await g.plane.updateSettings(settings, by: cliPrincipal(g.orgID), peer: nil, headers: HTTPFieldsView(HTTPFields()))
+            try await withWeb(g) { web in
+                for i in 0..<4 {
+                    #expect(try await web.loginStatus("fenced@example.com", "wrong-password-\(i)") == 401)
+                }
+                // Candidate guess: the right password, refused because of the allowlist.
+                #expect(try await web.loginStatus("fenced@example.com", password) == 401)
+                // Five refused attempts: the sixth is throttled whatever the fifth was.
+                let (sixth, _) = try await web.login("fenced@example.com", "wrong-password-x")
+                #expect(
+                    sixth.status == 429,
+                    "after 4 wrong passwords and the right one refused by the allowlist the next attempt gets \(sixth.status), not 429: the throttle confirms the password")
+            }
+        }
+    }
 }

@@ -123,7 +123,7 @@ private func isConflict(_ error: StoreError?) -> Bool {
             #expect(try await store.pragmaValue(.journalMode) == "wal")
             #expect(try await store.pragmaValue(.secureDelete) == "1")
             #expect(try await store.pragmaValue(.foreignKeys) == "1")
-            #expect(try await store.pragmaValue(.busyTimeout) == "5000")
+            #expect(try await store.pragmaValue(.busyTimeout) == "30000")
         }
         // An existing file with loose permissions is tightened on open.
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
