@@ -38,9 +38,10 @@ public enum GatehouseApp {
 
     /// The router with the gateway (`/v1/*`) in front of the admin API.
     public static func buildRouter<Client: UpstreamClient>(
-        plane: ControlPlane, gateway: Gateway<Client>?, failures: AuthFailureRecorder? = nil
+        plane: ControlPlane, gateway: Gateway<Client>?, failures: AuthFailureRecorder? = nil, https: Bool = false
     ) -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self)
+        if https { router.add(middleware: HSTSMiddleware()) }
         if let gateway { router.add(middleware: gateway) }
         let catalog = RouteCatalog()
         catalog.add(.get, "/api/health")
@@ -112,7 +113,7 @@ public enum GatehouseApp {
                 failures: failures, headTimeout: options.upstreamTimeouts.head, logger: logger)
         }
         if let logWriter { plane.setBeforeLimitRestore { await logWriter.flush() } }
-        let router = buildRouter(plane: plane, gateway: gateway, failures: failures)
+        let router = buildRouter(plane: plane, gateway: gateway, failures: failures, https: tls != nil)
         let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(60))
         let server: HTTPServerBuilder
         if let tls {
