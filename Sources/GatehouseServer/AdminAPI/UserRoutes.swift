@@ -126,25 +126,26 @@ struct SessionRoutes {
             response.headers[.retryAfter] = String(wait)
             return response
         }
-        let login: ControlPlane.Login
+        let user: UserRecord
         do {
-            login = try await plane.login(email: email, password: password, clientIP: ip)
+            user = try await plane.verifyPassword(email: email, password: password, clientIP: ip)
         } catch GatehouseError.unauthenticated {
             throttle.recordFailure(account: email, ip: ip)
             throw GatehouseError.unauthenticated
         }
-        throttle.recordSuccess(account: email)
-        // The organization's admin allowlist applies to logins too.
-        let policy = plane.keyTable.networkPolicy(login.user.orgID)
+        // The organization's admin allowlist applies to logins too. A refusal answers exactly
+        // like a wrong password and counts as a failure, so neither the answer nor the throttle
+        // confirms the password to someone outside the allowlist.
+        let policy = plane.keyTable.networkPolicy(user.orgID)
         guard policy.apiAllowlist.permits(policy.clientAddress(peer: context.peerAddress, headers: request.headers)) else {
-            // Answer exactly as for a wrong password: a different answer would confirm the
-            // password to someone outside the allowlist.
-            try? await plane.logout(Principal(kind: .user, id: login.user.id, orgID: login.user.orgID, clientIP: ip, role: login.user.role, sessionID: login.session.id))
+            throttle.recordFailure(account: email, ip: ip)
             try? await plane.store.appendAudit(AuditDraft(
-                orgID: login.user.orgID, actorKind: "user", actorID: login.user.id, clientIP: ip, action: "session.login",
-                target: login.user.id, outcome: .denied, details: #"{"reason":"ip_not_allowed"}"#))
+                orgID: user.orgID, actorKind: "user", actorID: user.id, clientIP: ip, action: "session.login",
+                target: user.id, outcome: .denied, details: #"{"reason":"ip_not_allowed"}"#))
             throw GatehouseError.unauthenticated
         }
+        let login = try await plane.openSession(for: user, clientIP: ip)
+        throttle.recordSuccess(account: email)
         var response = Response.json(
             .object(["user": GatehouseJSON.user(login.user), "expires_at": .date(login.session.expiresAt)]), status: .created)
         response.setCookie(

@@ -146,6 +146,11 @@ extension ControlPlane {
     /// Checks a password and opens a session. Every failure is the same `unauthenticated`
     /// (audited with the reason); callers throttle.
     public func login(email: String, password: String, clientIP: String) async throws -> Login {
+        try await openSession(for: try await verifyPassword(email: email, password: password, clientIP: clientIP), clientIP: clientIP)
+    }
+
+    /// Checks an e-mail and password; every failure is audited and answered `unauthenticated`.
+    public func verifyPassword(email: String, password: String, clientIP: String) async throws -> UserRecord {
         let email = email.trimmingCharacters(in: .whitespaces).lowercased()
         let user = email.count <= 254 ? try await accessStore.user(email: email) : nil
         // bcrypt only reads 72 bytes and stops at NUL: a longer password or one with NUL would
@@ -161,6 +166,11 @@ extension ControlPlane {
             try? await store.appendAudit(audit)
             throw GatehouseError.unauthenticated
         }
+        return user
+    }
+
+    /// Opens a session for a user whose password was checked.
+    public func openSession(for user: UserRecord, clientIP: String) async throws -> Login {
         let token = Base62.random(count: 43)
         let now = Date()
         let session = SessionRecord(
