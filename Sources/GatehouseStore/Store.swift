@@ -197,6 +197,8 @@ public protocol AuditStore: Sendable {
     func auditEntries(_ query: AuditQuery) async throws -> [AuditEntry]
     func insertCheckpoint(_ checkpoint: AuditCheckpoint) async throws
     func latestCheckpoint() async throws -> AuditCheckpoint?
+    /// Every stored checkpoint, oldest first.
+    func checkpoints() async throws -> [AuditCheckpoint]
     /// The newest entry's sequence and hash, `nil` for an empty trail.
     func auditTail() async throws -> (sequence: Int64, hash: Data)?
 }

@@ -60,8 +60,9 @@ info:
     **Errors** all have the shape `{"error": {"type", "message", "request_id"}}`. Every
     response, success or error, carries a `Gatehouse-Request-Id` header (`req_` + 20 base62
     characters) equal to `error.request_id` in error bodies. JSON responses carry
-    `Cache-Control: no-store`. Timestamps are RFC 3339 UTC (`Z`), with milliseconds only when
-    they are not zero.
+    `Cache-Control: no-store`. Over HTTPS every response also carries
+    `Strict-Transport-Security: max-age=31536000`. Timestamps are RFC 3339 UTC (`Z`), with
+    milliseconds only when they are not zero.
 
     **Audit.** Every authenticated request is recorded in the audit trail (changes in the same
     transaction as the change, reads and refusals as `api.access` entries); if that record
@@ -943,14 +944,16 @@ paths:
       description: |
         Checks an e-mail address and password and opens a session: the response sets the
         `gatehouse_session` cookie (`Secure`, `HttpOnly`, `SameSite=Strict`, `Path=/`), valid
-        for 12 hours and ended earlier after 2 hours without use. No credential is needed. A
-        wrong e-mail address or password is the same `401` (and takes as long). After 5 failed
-        logins for one e-mail address, or 20 from one TCP peer address (`X-Forwarded-For` is not
-        used for this count), within 15 minutes, attempts are refused with `429` and
-        `Retry-After` until the oldest failure is 15 minutes old (counted in memory per server
-        instance); the body is checked (`400`/`422`) before that. A correct password from an
-        address outside the organization's `api_ip_allowlist` (resolved with its
-        `trusted_proxies`) is `403` and opens no session.
+        for 12 hours and ended earlier after 2 hours without use. No credential is needed.
+
+        An unknown e-mail address, a wrong password, a password longer than 72 bytes or
+        containing NUL, and a correct password from an address outside the user's organization's
+        `api_ip_allowlist` (resolved with its `trusted_proxies`) all get the same `401` (and take
+        as long), and each counts as a failed login. After 5 failed logins for one e-mail
+        address, or 20 from one TCP peer address (`X-Forwarded-For` is not used for this count),
+        within 15 minutes, attempts are refused with `429` and `Retry-After` until the oldest
+        failure is 15 minutes old (counted in memory per server instance). The body is checked
+        (`400`/`422`) before any of this.
       tags: [sessions]
       security: []
       requestBody:
@@ -981,8 +984,6 @@ paths:
           $ref: '#/components/responses/BadRequest'
         '401':
           $ref: '#/components/responses/Unauthorized'
-        '403':
-          $ref: '#/components/responses/Forbidden'
         '413':
           $ref: '#/components/responses/PayloadTooLarge'
         '422':
@@ -2000,7 +2001,10 @@ components:
           type: string
           minLength: 12
           maxLength: 72
-          description: At least 12 characters and at most 72 bytes of UTF-8 (longer is refused, not cut). Never returned or logged.
+          pattern: '^[^\x00]*$'
+          description: |
+            At least 12 characters and at most 72 bytes of UTF-8 (longer is refused, not cut),
+            without NUL characters. Never returned or logged.
 
     UserPatch:
       type: object

@@ -13,7 +13,7 @@ struct AuditCheckpointer: Service {
     func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(60))
+                do { try await Task.sleep(for: .seconds(60)) } catch { return }
                 do {
                     _ = try await plane.checkpointAudit(ifAtLeast: every)
                 } catch {
@@ -33,13 +33,20 @@ extension ControlPlane {
             if tail.sequence == last.sequence { return last }
             if tail.sequence - last.sequence < max(entries, 1) { return nil }
         }
+        // Never vouch for a trail that is already damaged: a fresh signature over a rewritten
+        // history would hide the rewrite.
+        let report = try await verifyAudit(checkpoint: nil)
+        guard report.intact else {
+            throw GatehouseError.startup(
+                "the audit trail is not intact (sequence \(report.firstBrokenSequence ?? 0), \(report.damage?.rawValue ?? "broken")); no checkpoint signed")
+        }
         let checkpoint = try AuditCheckpoint.sign(sequence: tail.sequence, hash: tail.hash, keyring: vault.keyring)
         try await audit.insertCheckpoint(checkpoint)
         return checkpoint
     }
 
     /// Recomputes the whole chain (all organizations: it is one chain), checks every stored
-    /// checkpoint's signature against the keyring and the latest one against the trail, and
+    /// checkpoint's signature against the keyring and against the trail, and
     /// optionally an external checkpoint (e.g. from `gatehouse audit checkpoint --out`).
     public func verifyAudit(checkpoint external: AuditCheckpoint?) async throws -> AuditVerifier.Report {
         var entries: [AuditEntry] = []
@@ -51,16 +58,31 @@ extension ControlPlane {
             after = last.sequence
         }
         let keyring = vault.keyring
-        for checkpoint in [try await (store as? any AuditStore)?.latestCheckpoint(), external].compactMap({ $0 }) {
-            guard checkpoint.isValid(keyring: keyring) else {
-                return AuditVerifier.Report(
-                    entries: entries.count, lastSequence: entries.last?.sequence ?? 0,
-                    firstBrokenSequence: checkpoint.sequence, damage: .badCheckpoint)
+        let stored = try await (store as? any AuditStore)?.checkpoints() ?? []
+        let chain = AuditVerifier.verify(entries)
+        if !chain.intact { return chain }
+        // The chain links up; now every checkpoint must be genuine and still match the trail
+        // (a missing sequence is truncation, a different hash a rewritten history).
+        let hashes = Dictionary(entries.map { ($0.sequence, $0.hash) }, uniquingKeysWith: { a, _ in a })
+        var report = chain
+        for checkpoint in stored + [external].compactMap({ $0 }) {
+            if !checkpoint.isValid(keyring: keyring) {
+                report.firstBrokenSequence = checkpoint.sequence
+                report.damage = .badCheckpoint
+                return report
             }
-            let report = AuditVerifier.verify(entries, checkpoint: checkpoint)
-            if !report.intact { return report }
+            guard let hash = hashes[checkpoint.sequence] else {
+                report.firstBrokenSequence = min(checkpoint.sequence, chain.lastSequence + 1)
+                report.damage = .truncated
+                return report
+            }
+            if hash != checkpoint.hash {
+                report.firstBrokenSequence = checkpoint.sequence
+                report.damage = .edited
+                return report
+            }
         }
-        return AuditVerifier.verify(entries)
+        return chain
     }
 
     /// Records a data export in the audit trail before any data leaves.

@@ -149,7 +149,7 @@ struct ExportRoutes {
             })
     }
 
-    /// One CSV line (RFC 4180 quoting). Cells starting with `=`, `+`, `-` or `@` get a leading
+    /// One CSV line (RFC 4180 quoting). Cells starting with `=`, `+`, `-`, `@`, tab or CR get a leading
     /// apostrophe so a spreadsheet never evaluates exported text as a formula.
     static func csvRow(_ value: JSONValue, columns: [String]) -> String {
         guard case .object(let o) = value else { return "\n" }
@@ -162,7 +162,7 @@ struct ExportRoutes {
             case .number(let n): text = n.rounded() == n && abs(n) < 9e15 ? String(Int64(n)) : String(n)
             case let other: text = other.encodedString()
             }
-            if let first = text.first, "=+-@".contains(first) { text = "'" + text }
+            if let first = text.first, "=+-@\t\r".contains(first) { text = "'" + text }
             if text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) {
                 text = "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
             }

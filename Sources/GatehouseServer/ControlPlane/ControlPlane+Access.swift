@@ -178,7 +178,7 @@ extension ControlPlane {
             expiresAt: now.addingTimeInterval(Self.sessionLifetime))
         let audit = AuditDraft(
             orgID: user.orgID, actorKind: "user", actorID: user.id, clientIP: clientIP, action: "session.login", target: user.id,
-            details: JSONValue.object(["session": .string(String(session.id.prefix(12)))]).encodedString())
+            details: JSONValue.object(["session": .string(String(session.id.prefix(12))), "actor_name": .string(user.email)]).encodedString())
         try await accessStore.insertSession(session, audit: audit)
         return Login(token: token, session: session, user: user)
     }

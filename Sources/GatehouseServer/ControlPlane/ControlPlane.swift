@@ -152,13 +152,12 @@ public final class ControlPlane: Sendable {
             }
         }
         try persistKeyring(keyring)
-        let audit = AuditDraft(
-            orgID: principal.orgID, actorKind: principal.kind.rawValue, actorID: principal.id,
-            clientIP: principal.clientIP, action: "vault.rotate_master", target: "master_key",
-            details: JSONValue.object([
+        let audit = draft(
+            principal, action: "vault.rotate_master", target: "master_key",
+            details: [
                 "from_version": .int(Int(oldPrimary)), "to_version": .int(Int(version)),
                 "data_keys_rewrapped": .int(rewrapped.count),
-            ]).encodedString())
+            ])
         try await store.replaceWrappedDataKeys(rewrapped, audit: audit)
         vaultState.withLock { $0 = newVault }
         await refreshAfterChange()

@@ -62,6 +62,17 @@ extension SQLiteStore: AuditStore {
         }
     }
 
+    public func checkpoints() async throws -> [AuditCheckpoint] {
+        try await read("checkpoints") { db in
+            try await db.query("SELECT seq, hash, time_ms, master_key_version, signature FROM audit_checkpoints ORDER BY seq").map { row in
+                AuditCheckpoint(
+                    sequence: try row.int64("seq"), hash: try row.data("hash"), time: try row.date("time_ms"),
+                    masterKeyVersion: UInt32(truncatingIfNeeded: try row.int64("master_key_version")),
+                    signature: try row.data("signature"))
+            }
+        }
+    }
+
     public func auditTail() async throws -> (sequence: Int64, hash: Data)? {
         try await read("auditTail") { db -> (sequence: Int64, hash: Data)? in
             guard let row = try await db.query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").first else { return nil }
