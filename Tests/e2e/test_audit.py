@@ -942,12 +942,14 @@ def test_a_new_checkpoint_does_not_launder_a_rewritten_history(trail):
     # The stored checkpoint no longer matches the re-sealed end of the trail.
     rc, out, err, parsed = verify_cli(g, "--json")
     assert rc == 2 and parsed["first_broken_sequence"] == n, parsed
-    # Now a fresh checkpoint is signed over the rewritten trail...
+    # A fresh checkpoint over the rewritten trail is refused (Gatehouse never vouches for a
+    # damaged trail)...
     g.start()
     g.api("GET", "/api/settings")
     g.stop()
-    assert g.cli("audit", "checkpoint").rc == 0
-    # ...and the trail must still not verify.
+    refused = g.cli("audit", "checkpoint")
+    assert refused.rc == 2 and "not intact" in refused.stderr, refused
+    # ...and the trail still does not verify.
     rc, out, err, parsed = verify_cli(g, "--json")
     assert rc == 2, f"a rewritten history verified after a new checkpoint was signed: {parsed}"
 
