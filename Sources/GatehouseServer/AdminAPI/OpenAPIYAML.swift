@@ -14,8 +14,9 @@ info:
     **Authentication.** Every route except `GET /api/health`, `GET /api/openapi.yaml` and
     `POST /api/sessions` needs either `Authorization: Bearer <key>` with an organization key
     (`gate_api_…`, or `gate_read_…` on the routes a read-only key may use) or the session cookie
-    `gatehouse_session` set by `POST /api/sessions`. When an `Authorization: Bearer` header is
-    present it alone is used. A missing, malformed, unknown, revoked or expired credential, and
+    `gatehouse_session` set by `POST /api/sessions`. When an `Authorization: Bearer <token>`
+    header is present it alone is used; an `Authorization` header of another form (`Basic …`,
+    `Bearer` without a token) is ignored. A missing, malformed, unknown, revoked or expired credential, and
     an unknown, expired or idle session, always get the same `401` `authentication_error`.
     `403` `permission_denied` means the credential is valid but may not do this: a proxy key
     (on every route), a role or key kind without the capability the route needs (see
@@ -971,7 +972,7 @@ paths:
             Cache-Control:
               $ref: '#/components/headers/CacheControl'
             Set-Cookie:
-              description: '`gatehouse_session=<token>; Secure; SameSite=Strict; HttpOnly; Path=/; Max-Age=43200`'
+              description: '`gatehouse_session=<token>` with `Secure`, `SameSite=Strict`, `HttpOnly`, `Path=/` and `Max-Age=43200` (attributes in any order).'
               required: true
               schema:
                 type: string
@@ -1007,7 +1008,7 @@ paths:
             Gatehouse-Request-Id:
               $ref: '#/components/headers/RequestId'
             Set-Cookie:
-              description: '`gatehouse_session=; SameSite=Strict; Max-Age=0; HttpOnly; Secure; Path=/`'
+              description: '`gatehouse_session=` (empty) with `Max-Age=0` and the same attributes as on login.'
               required: true
               schema:
                 type: string
@@ -1217,8 +1218,8 @@ components:
         An organization key: `gate_api_` (or `gate_read_`) + 12-character key id + 32-character
         secret + 6-character checksum (base62). Read-only keys (`gate_read_…`) are refused with
         `403` on the routes they may not use, proxy keys (`gate_proxy_…`) on every route of
-        this API. The scheme name `Bearer` is case-insensitive. When this header is present, a
-        session cookie is ignored.
+        this API. The scheme name `Bearer` is case-insensitive. When this header carries a
+        token, a session cookie is ignored.
     cookieAuth:
       type: apiKey
       in: cookie

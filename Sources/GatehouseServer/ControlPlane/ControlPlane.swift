@@ -306,11 +306,13 @@ public final class ControlPlane: Sendable {
     /// Revokes a key of one of `kinds`; effective on this instance before this returns.
     public func revokeGateKey(id: String, kinds: Set<KeyKind>, by principal: Principal) async throws -> GateKeyRecord {
         let record = try await gateKey(orgID: principal.orgID, id: id, kinds: kinds)
-        if record.kind == .api, !record.isRevoked, principal.kind != .cli {
+        let now = Date()
+        if record.kind == .api, !record.isRevoked, !record.isExpired(at: now), principal.kind != .cli {
             // Revoking the last active API key would lock the organization out of its own
             // admin API (the CLI on the server can always create a new one).
-            let active = try await store.gateKeys(orgID: principal.orgID, kind: .api).filter { !$0.isRevoked && !$0.isExpired(at: Date()) }
-            if active.count <= 1 {
+            let others = try await store.gateKeys(orgID: principal.orgID, kind: .api)
+                .filter { $0.id != id && !$0.isRevoked && !$0.isExpired(at: now) }
+            if others.isEmpty {
                 throw GatehouseError.conflict("key \(id) is the organization's last active API key; create another before revoking it")
             }
         }
