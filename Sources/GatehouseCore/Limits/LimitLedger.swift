@@ -122,7 +122,9 @@ public final class LimitLedger: Sendable {
         let id = nextID.add(1, ordering: .relaxed).oldValue
         let costMicros = estimate.costMicros ?? 0
         return state.withLock { keys -> Decision in
-            var s = keys[keyID] ?? KeyState()
+            // Take the state out of the dictionary so that it is mutated in place (a copy still
+            // referenced by the dictionary would make every window's log copy on write).
+            var s = keys.removeValue(forKey: keyID) ?? KeyState()
             defer { keys[keyID] = s }
 
             var checks: [(WindowKey, limit: Double, amount: Double)] = limits.map {
@@ -135,17 +137,14 @@ public final class LimitLedger: Sendable {
             }
             // Check everything first: a request refused by one limit reserves nothing anywhere.
             for (key, limit, amount) in checks {
-                var window = s.windows[key] ?? SlidingWindowLog(windowSeconds: key.windowSeconds)
-                let used = window.total(now: nowMs)
+                let used = s.windows[key, default: SlidingWindowLog(windowSeconds: key.windowSeconds)].total(now: nowMs)
                 if used + amount > limit + 1e-9 {
-                    let wait = window.msUntilFree(amount, limit: limit, now: nowMs) ?? Int64(key.windowSeconds) * 1000
-                    let reset = Int((Double(window.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
-                    s.windows[key] = window
+                    let wait = s.windows[key]!.msUntilFree(amount, limit: limit, now: nowMs) ?? Int64(key.windowSeconds) * 1000
+                    let reset = Int((Double(s.windows[key]!.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
                     return .rateLimited(
                         Status(policy: Self.policyText(key, limit: limit), limit: limit, remaining: max(0, limit - used), resetSeconds: max(0, reset)),
                         retryAfterSeconds: max(1, Int((Double(wait) / 1000).rounded(.up))))
                 }
-                s.windows[key] = window
             }
             var budgetStatus: Status? = nil
             if let budget {
@@ -183,21 +182,23 @@ public final class LimitLedger: Sendable {
             // Reserve.
             var tightest: Status? = nil
             var tightestRatio = Double.infinity
+            var tightestWindow: (key: WindowKey, limit: Double, remaining: Double)? = nil
             for (key, limit, amount) in checks {
-                var window = s.windows[key]!
                 if key.metric == .requests {
-                    window.add(amount, now: nowMs)  // a request counts once it is admitted, whatever happens next
+                    s.windows[key]!.add(amount, now: nowMs)  // a request counts once admitted, whatever happens next
                 } else {
-                    window.reserve(id: id, amount: amount)
+                    s.windows[key]!.reserve(id: id, amount: amount)
                 }
-                let remaining = max(0, limit - window.total(now: nowMs))
+                let remaining = max(0, limit - s.windows[key]!.total(now: nowMs))
                 let ratio = remaining / limit
                 if ratio < tightestRatio {
                     tightestRatio = ratio
-                    let reset = Int((Double(window.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
-                    tightest = Status(policy: Self.policyText(key, limit: limit), limit: limit, remaining: remaining, resetSeconds: max(0, reset))
+                    tightestWindow = (key, limit, remaining)
                 }
-                s.windows[key] = window
+            }
+            if let t = tightestWindow {
+                let reset = Int((Double(s.windows[t.key]!.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
+                tightest = Status(policy: Self.policyText(t.key, limit: t.limit), limit: t.limit, remaining: t.remaining, resetSeconds: max(0, reset))
             }
             if let b = budgetStatus, b.remaining / max(b.limit, 1e-12) < tightestRatio { tightest = b }
             return .admitted(
@@ -210,14 +211,12 @@ public final class LimitLedger: Sendable {
     public func settle(_ reservation: Reservation, actual: Actual, now: Date = Date()) {
         let nowMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
         state.withLock { keys in
-            guard var s = keys[reservation.keyID] else { return }
+            guard var s = keys.removeValue(forKey: reservation.keyID) else { return }
             for key in reservation.windows where key.metric != .requests {
-                guard var window = s.windows[key] else { continue }
                 let amount: Double =
                     if let policy = key.policy { Self.amount(policy, costMicros: actual.costMicros) }
                     else { Self.amount(key.metric, tokens: actual.tokens, costMicros: actual.costMicros) }
-                window.settle(id: reservation.id, actual: amount, now: nowMs)
-                s.windows[key] = window
+                s.windows[key]?.settle(id: reservation.id, actual: amount, now: nowMs)
             }
             if reservation.budgeted, let reserved = s.pendingBudget.removeValue(forKey: reservation.id) {
                 s.pendingBudgetSum -= reserved
