@@ -52,12 +52,25 @@ public final class LimitLedger: Sendable {
 
     /// The state of one limit, for `RateLimit-*` headers.
     public struct Status: Sendable, Equatable {
-        /// `RateLimit-Policy` text, e.g. `100;w=60` or `5;w=day;u=usd`.
-        public var policy: String
+        enum Source: Sendable, Equatable {
+            case window(WindowKey)
+            case budget(Budget.Period)
+        }
+
+        let source: Source
         public var limit: Double
         public var remaining: Double
         /// Seconds until the window has room again (or the budget period ends).
         public var resetSeconds: Int
+
+        /// `RateLimit-Policy` text, e.g. `100;w=60;u=requests` or `5;w=day;u=usd` — built only
+        /// when a header or message needs it, not on every admitted request.
+        public var policy: String {
+            switch source {
+            case .window(let key): LimitLedger.policyText(key, limit: limit)
+            case .budget(let period): "\(LimitLedger.formatNumber(limit));w=\(period.rawValue);u=usd"
+            }
+        }
     }
 
     /// A granted reservation, to be settled exactly once.
@@ -142,7 +155,7 @@ public final class LimitLedger: Sendable {
                     let wait = s.windows[key]!.msUntilFree(amount, limit: limit, now: nowMs) ?? Int64(key.windowSeconds) * 1000
                     let reset = Int((Double(s.windows[key]!.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
                     return .rateLimited(
-                        Status(policy: Self.policyText(key, limit: limit), limit: limit, remaining: max(0, limit - used), resetSeconds: max(0, reset)),
+                        Status(source: .window(key), limit: limit, remaining: max(0, limit - used), resetSeconds: max(0, reset)),
                         retryAfterSeconds: max(1, Int((Double(wait) / 1000).rounded(.up))))
                 }
             }
@@ -168,15 +181,14 @@ public final class LimitLedger: Sendable {
                 let resetSeconds = end.map { Int($0.timeIntervalSince(now).rounded(.up)) }
                 if used + costMicros > limitMicros || (costMicros == 0 && used >= limitMicros) {
                     return .budgetExhausted(
-                        Status(policy: "\(Self.formatNumber(budget.limitUSD));w=\(budget.period.rawValue);u=usd",
-                               limit: budget.limitUSD, remaining: Double(max(0, limitMicros - used)) / 1_000_000,
+                        Status(source: .budget(budget.period), limit: budget.limitUSD, remaining: Double(max(0, limitMicros - used)) / 1_000_000,
                                resetSeconds: resetSeconds ?? 0),
                         retryAfterSeconds: resetSeconds)
                 }
                 s.pendingBudget[id] = costMicros
                 s.pendingBudgetSum += costMicros
                 budgetStatus = Status(
-                    policy: "\(Self.formatNumber(budget.limitUSD));w=\(budget.period.rawValue);u=usd", limit: budget.limitUSD,
+                    source: .budget(budget.period), limit: budget.limitUSD,
                     remaining: Double(max(0, limitMicros - used - costMicros)) / 1_000_000, resetSeconds: resetSeconds ?? 0)
             }
             // Reserve.
@@ -198,7 +210,7 @@ public final class LimitLedger: Sendable {
             }
             if let t = tightestWindow {
                 let reset = Int((Double(s.windows[t.key]!.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
-                tightest = Status(policy: Self.policyText(t.key, limit: t.limit), limit: t.limit, remaining: t.remaining, resetSeconds: max(0, reset))
+                tightest = Status(source: .window(t.key), limit: t.limit, remaining: t.remaining, resetSeconds: max(0, reset))
             }
             if let b = budgetStatus, b.remaining / max(b.limit, 1e-12) < tightestRatio { tightest = b }
             return .admitted(
