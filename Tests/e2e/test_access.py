@@ -315,13 +315,6 @@ def test_ipv6_entries_are_accepted_in_settings(inst, org_a):
         assert r.status_code in (400, 422), (bad, r.status_code, r.text)
 
 
-def test_cli_can_always_change_settings(inst):
-    r = inst.cli("settings", "--help")
-    if r.rc != 0:
-        pytest.skip("there is no `gatehouse settings` command (settings change only through the API)")
-    pytest.skip("a settings command exists now: extend this test (lock-out check must not apply to the CLI)")
-
-
 # --------------------------------------------------------------------------------------------
 # Sessions over TLS
 # --------------------------------------------------------------------------------------------
