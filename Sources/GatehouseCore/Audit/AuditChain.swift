@@ -58,7 +58,7 @@ public enum AuditChain {
         }
         field("v1")
         field(String(entry.sequence))
-        field(String(Int64((entry.time.timeIntervalSince1970 * 1000).rounded())))
+        field(String(entry.time.unixMilliseconds))
         field(entry.orgID)
         field(entry.actorKind)
         field(entry.actorID)

@@ -30,8 +30,8 @@ public struct AuditCheckpoint: Sendable, Equatable, Codable {
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(sequence, forKey: .sequence)
-        try c.encode(hash.map { String(format: "%02x", $0) }.joined(), forKey: .hash)
-        try c.encode(Int64((time.timeIntervalSince1970 * 1000).rounded()), forKey: .time)
+        try c.encode(hash.hexString, forKey: .hash)
+        try c.encode(time.unixMilliseconds, forKey: .time)
         try c.encode(masterKeyVersion, forKey: .masterKeyVersion)
         try c.encode(signature.base64EncodedString(), forKey: .signature)
     }
@@ -54,8 +54,7 @@ public struct AuditCheckpoint: Sendable, Equatable, Codable {
 
     /// The exact bytes that are signed.
     func message() -> Data {
-        let ms = Int64((time.timeIntervalSince1970 * 1000).rounded())
-        return Data("gatehouse-audit-checkpoint|v1|\(sequence)|\(hash.map { String(format: "%02x", $0) }.joined())|\(ms)|\(masterKeyVersion)".utf8)
+        Data("gatehouse-audit-checkpoint|v1|\(sequence)|\(hash.hexString)|\(time.unixMilliseconds)|\(masterKeyVersion)".utf8)
     }
 
     static func signingKey(_ masterKey: SymmetricKey) -> Curve25519.Signing.PrivateKey {

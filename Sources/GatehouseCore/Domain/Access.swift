@@ -1,7 +1,7 @@
 import Foundation
 
 /// A team member's role. The permission matrix lives in `DESIGN.md` §3 and in
-/// `AdminPermission` (server); here only the ordering used for "nobody grants above their own".
+/// `Principal.can` (server); here only the ordering used for "nobody grants above their own".
 public enum Role: String, Sendable, Codable, CaseIterable, Comparable {
     case owner, admin, member, viewer
 

@@ -114,6 +114,11 @@ public struct RequestLogCursor: Sendable, Equatable {
         self.startedAtMs = startedAtMs
         self.id = id
     }
+
+    /// The position just past `record`, for the next page.
+    public init(after record: RequestLogRecord) {
+        self.init(startedAtMs: record.startedAt.unixMilliseconds, id: record.id)
+    }
 }
 
 /// How usage is grouped.

@@ -126,7 +126,7 @@ public struct OrgKeys: Sendable {
     /// A keyed, non-reversible fingerprint of a secret, for audit details (never the secret itself).
     public func fingerprint(_ secret: String) -> String {
         let mac = HMAC<SHA256>.authenticationCode(for: Data("fingerprint|\(secret)".utf8), using: pepper)
-        return "hmac:" + Data(mac).prefix(12).map { String(format: "%02x", $0) }.joined()
+        return "hmac:" + Data(mac).prefix(12).hexString
     }
 }
 
@@ -135,6 +135,6 @@ extension OrgKeys {
     /// without storing the id itself in plain text.
     public func userHash(_ userID: String) -> String {
         let mac = HMAC<SHA256>.authenticationCode(for: Data("user|\(userID)".utf8), using: pepper)
-        return Data(mac).prefix(16).map { String(format: "%02x", $0) }.joined()
+        return Data(mac).prefix(16).hexString
     }
 }

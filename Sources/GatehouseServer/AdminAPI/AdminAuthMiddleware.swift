@@ -119,10 +119,8 @@ public struct AdminAuthMiddleware: RouterMiddleware {
                 throw GatehouseError.forbidden("proxy keys can only be used on the gateway (/v1); use an API key for /api")
             }
             let address = try checkNetwork(orgID: record.orgID, request: request, context: &context)
-            if let ips = record.allowedIPs, !ips.isEmpty {
-                guard IPAllowlist(ips.compactMap { CIDR($0) }).permits(address) else {
-                    throw GatehouseError.forbidden("this key may not be used from your IP address")
-                }
+            guard keyTable.keyPermits(record, address) else {
+                throw GatehouseError.forbidden("this key may not be used from your IP address")
             }
             return Principal(
                 kind: record.kind == .api ? .apiKey : .readKey, id: record.id, orgID: record.orgID, clientIP: context.clientIP,

@@ -43,7 +43,7 @@ struct RequestRoutes {
         let records = try await logs.requestLogs(query)
         var next: JSONValue = .null
         if records.count == query.limit, let last = records.last {
-            next = .string("\(Int64((last.startedAt.timeIntervalSince1970 * 1000).rounded())).\(last.id)")
+            next = .string("\(last.startedAt.unixMilliseconds).\(last.id)")
         }
         return .json(.object(["data": .array(records.map { Self.json($0, keys: keys, bodies: false) }), "next_cursor": next]))
     }

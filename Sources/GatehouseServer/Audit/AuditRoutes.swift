@@ -63,7 +63,7 @@ struct AuditRoutes {
             "sequence": .number(Double(e.sequence)), "time": .date(e.time), "actor_kind": .string(e.actorKind),
             "actor_id": .string(e.actorID), "client_ip": .string(e.clientIP), "action": .string(e.action),
             "target": .string(e.target), "outcome": .string(e.outcome.rawValue), "details": details,
-            "prev_hash": .string(e.prevHash.hex), "hash": .string(e.hash.hex),
+            "prev_hash": .string(e.prevHash.hexString), "hash": .string(e.hash.hexString),
         ])
     }
 
@@ -142,7 +142,7 @@ struct ExportRoutes {
                         }
                         if !chunk.isEmpty { try await writer.write(ByteBuffer(string: chunk)) }
                         guard page.count == query.limit, let last = page.last else { break }
-                        query.before = RequestLogCursor(startedAtMs: Int64((last.startedAt.timeIntervalSince1970 * 1000).rounded()), id: last.id)
+                        query.before = RequestLogCursor(after: last)
                     }
                 }
                 try await writer.finish(nil)
@@ -169,10 +169,6 @@ struct ExportRoutes {
             return text
         }.joined(separator: ",") + "\n"
     }
-}
-
-extension Data {
-    var hex: String { map { String(format: "%02x", $0) }.joined() }
 }
 
 extension HTTPField.Name {

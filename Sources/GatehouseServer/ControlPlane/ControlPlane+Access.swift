@@ -134,7 +134,7 @@ extension ControlPlane {
 
     /// Hex SHA-256 of a session token: what the store keeps.
     static func sessionID(token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: Data(token.utf8)).hexString
     }
 
     public struct Login: Sendable {

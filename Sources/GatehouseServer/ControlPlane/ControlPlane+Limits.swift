@@ -42,7 +42,7 @@ extension RequestLogStore {
                     .init(time: r.startedAt, tokens: (r.promptTokens ?? 0) + (r.completionTokens ?? 0), costMicros: r.costMicros ?? 0))
             }
             guard page.count == query.limit, let last = page.last else { break }
-            query.before = RequestLogCursor(startedAtMs: Int64((last.startedAt.timeIntervalSince1970 * 1000).rounded()), id: last.id)
+            query.before = RequestLogCursor(after: last)
         }
         return entries.reversed()
     }

@@ -90,7 +90,11 @@ public final class ControlPlane: Sendable {
                 providerKeys: Dictionary(providerKeys.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
                 orgKeys: orgKeys,
                 organizations: Dictionary(orgs.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
-                networkPolicies: settings.mapValues(NetworkPolicy.init)
+                networkPolicies: settings.mapValues(NetworkPolicy.init),
+                keyAllowlists: Dictionary(
+                    gateKeys.compactMap { key in
+                        key.allowedIPs.flatMap { $0.isEmpty ? nil : (key.id, IPAllowlist($0.compactMap { CIDR($0) })) }
+                    }, uniquingKeysWith: { a, _ in a })
             ))
         ledger.retain(keyIDs: Set(gateKeys.lazy.filter { $0.kind == .proxy && !$0.isRevoked }.map(\.id)))
     }

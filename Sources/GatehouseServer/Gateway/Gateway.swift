@@ -82,9 +82,7 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
         let network = snapshot.networkPolicies[key.orgID] ?? NetworkPolicy()
         let client = network.clientAddress(peer: context.peerAddress, headers: request.headers)
         guard network.gatewayAllowlist.permits(client) else { throw .forbiddenIP }
-        if let ips = key.allowedIPs, !ips.isEmpty {
-            guard IPAllowlist(ips.compactMap { CIDR($0) }).permits(client) else { throw .forbiddenIP }
-        }
+        guard snapshot.keyAllowlists[key.id]?.permits(client) ?? true else { throw .forbiddenIP }
         let clientIP = client?.description ?? ""
         guard GatewayHTTP.isSafePath(path) else { throw .badPath }
 

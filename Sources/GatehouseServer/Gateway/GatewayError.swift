@@ -88,9 +88,6 @@ public enum GatewayError: Error, Sendable, Equatable {
         }
     }
 
-    /// The log's short description of the error.
-    var logText: String { code }
-
     func response(requestID: String) -> Response {
         let body = JSONValue.object([
             "error": .object(["message": .string(message), "type": .string(type), "code": .string(code), "param": .null])

@@ -18,6 +18,8 @@ public final class KeyTable: Sendable {
         public var organizations: [String: Organization]
         /// Each organization's parsed network rules (allowlists, trusted proxies).
         public var networkPolicies: [String: NetworkPolicy] = [:]
+        /// Keys with an `allowed_ips` list, parsed once per change rather than per request.
+        public var keyAllowlists: [String: IPAllowlist] = [:]
 
         public static let empty = Snapshot(sequence: -1, gateKeys: [:], providerKeys: [:], orgKeys: [:], organizations: [:])
     }
@@ -54,6 +56,11 @@ public final class KeyTable: Sendable {
 
     public func networkPolicy(_ orgID: String) -> NetworkPolicy {
         state.withLock { $0.networkPolicies[orgID] } ?? NetworkPolicy()
+    }
+
+    /// Whether `key`'s own `allowed_ips` (if any) admit `address`.
+    public func keyPermits(_ key: GateKeyRecord, _ address: IPAddress?) -> Bool {
+        state.withLock { $0.keyAllowlists[key.id] }?.permits(address) ?? true
     }
 
     public func orgKeys(_ orgID: String) -> OrgKeys? {

@@ -864,8 +864,6 @@ struct SQLiteTransaction {
 // MARK: - Value conversion
 
 extension Date {
-    /// Milliseconds since 1970, rounded as ``AuditChain`` rounds them.
-    fileprivate var unixMilliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
 
     fileprivate init(unixMilliseconds ms: Int64) {
         self.init(timeIntervalSince1970: Double(ms) / 1000)
