@@ -231,6 +231,31 @@ struct LimitLedgerTests {
         #expect(ledger.spentMicros(keyID: "k1", budget: budget, now: Self.t0) == 200_000)
     }
 
+    @Test func aLimitAddedMidRequestIsNotReleasedByOlderReservations() throws {
+        // r1 is reserved under a 1-minute token limit; the key is then edited to a 1-hour one.
+        // Settling r1 must not release anything from the new window (r1 held nothing there).
+        let ledger = LimitLedger()
+        let before = [Self.tokens(1000, per: 60)]
+        let after = [Self.tokens(700, per: 3600)]
+        let r1 = try #require(Self.reserve(ledger, limits: before, tokens: 600, at: Self.t0).reservation)
+        let r2 = try #require(Self.reserve(ledger, limits: after, tokens: 600, at: Self.t0).reservation)
+        ledger.settle(r1, actual: .init(tokens: 10, costMicros: 0), now: Self.t0)
+        #expect(Self.reserve(ledger, limits: after, tokens: 200, at: Self.t0).rateLimited != nil, "r2's 600 is still held")
+        ledger.settle(r2, actual: .init(tokens: 50, costMicros: 0), now: Self.t0)
+        #expect(Self.reserve(ledger, limits: after, tokens: 600, at: Self.t0).isAdmitted, "50 used + 600 ≤ 700")
+    }
+
+    @Test func aLimitKeptAcrossAnEditKeepsItsReservations() throws {
+        // The same window survives an edit of another limit: its in-flight reservation still holds.
+        let ledger = LimitLedger()
+        let first = [Self.tokens(1000, per: 60)]
+        let edited = [Self.requests(100, per: 10), Self.tokens(1000, per: 60)]
+        let r1 = try #require(Self.reserve(ledger, limits: first, tokens: 900, at: Self.t0).reservation)
+        #expect(Self.reserve(ledger, limits: edited, tokens: 200, at: Self.t0).rateLimited != nil)
+        ledger.settle(r1, actual: .init(tokens: 100, costMicros: 0), now: Self.t0)
+        #expect(Self.reserve(ledger, limits: edited, tokens: 900, at: Self.t0).isAdmitted)
+    }
+
     // MARK: Budgets
 
     @Test func concurrentReservationsNeverExceedTheBudget() async throws {

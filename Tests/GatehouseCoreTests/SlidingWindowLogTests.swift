@@ -49,28 +49,51 @@ struct SlidingWindowLogTests {
 
     @Test func pendingReservationsCountUntilSettled() {
         var log = SlidingWindowLog(windowSeconds: 10)
-        log.reserve(id: 1, amount: 50)
-        log.reserve(id: 2, amount: 30)
+        log.reserve(amount: 50)
+        log.reserve(amount: 30)
         #expect(log.total(now: Self.t) == 80)
         // Pending reservations never expire by time.
         #expect(log.total(now: Self.t + 3_600_000) == 80)
-        log.settle(id: 1, actual: 10, now: Self.t + 3_600_000)
+        log.settle(reserved: 50, actual: 10, now: Self.t + 3_600_000)
         #expect(log.total(now: Self.t + 3_600_000) == 40)
         // Blocked by the remaining reservation only: no time frees it.
         #expect(log.msUntilFree(80, limit: 100, now: Self.t + 3_600_000) == nil)
         // Blocked by the settled 10: free when it leaves.
         #expect(log.msUntilFree(61, limit: 100, now: Self.t + 3_600_000 + 4_000) == 6_000)
         #expect(log.msUntilFree(60, limit: 100, now: Self.t + 3_600_000) == 0)
-        log.settle(id: 2, actual: 0, now: Self.t + 3_600_000)
+        log.settle(reserved: 30, actual: 0, now: Self.t + 3_600_000)
         #expect(log.total(now: Self.t + 3_610_000) == 0)
         #expect(log.isIdle)
     }
 
-    @Test func settlingAnUnknownIDOnlyAddsTheActual() {
+    @Test func settlingWithNothingPendingOnlyAddsTheActual() {
+        // A reservation made before this window existed (a limit added mid-request) settles
+        // its actual usage without releasing anything it never held.
         var log = SlidingWindowLog(windowSeconds: 10)
-        log.reserve(id: 1, amount: 50)
-        log.settle(id: 99, actual: 5, now: Self.t)
-        #expect(log.total(now: Self.t) == 55)
+        log.settle(reserved: 50, actual: 5, now: Self.t)
+        #expect(log.total(now: Self.t) == 5)
+        log.reserve(amount: 50)
+        log.settle(reserved: 50, actual: 0, now: Self.t)
+        log.settle(reserved: 50, actual: 0, now: Self.t)
+        #expect(log.total(now: Self.t) == 5, "an extra release never goes below zero")
+    }
+
+    @Test func pendingSumHasNoFloatDrift() {
+        var log = SlidingWindowLog(windowSeconds: 10)
+        for _ in 0..<1000 { log.reserve(amount: 0.1) }
+        for _ in 0..<1000 { log.settle(reserved: 0.1, actual: 0, now: Self.t) }
+        #expect(log.total(now: Self.t) == 0)
+        #expect(log.isIdle)
+    }
+
+    @Test func clearSettledKeepsReservations() {
+        var log = SlidingWindowLog(windowSeconds: 10)
+        log.add(7, now: Self.t)
+        log.reserve(amount: 3)
+        log.clearSettled()
+        #expect(log.total(now: Self.t) == 3)
+        log.add(2, now: Self.t + 1)
+        #expect(log.total(now: Self.t + 1) == 5)
     }
 
     @Test func nextExpiryIsTheOldestEntryPlusTheWindow() {

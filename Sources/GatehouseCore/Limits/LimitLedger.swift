@@ -10,23 +10,78 @@ import Synchronization
 /// (actual − reserved), which is zero as long as reservations are upper bounds (see
 /// `docs/limits.md`).
 public final class LimitLedger: Sendable {
-    /// One counted window: a key's own limit, or a client policy (optionally per user).
+    /// One counted window, as named in `RateLimit-Policy`: a key's own limit or a client policy.
     struct WindowKey: Hashable, Sendable {
         var metric: RateLimit.Metric
         var windowSeconds: Int
         var policy: RateLimitPolicy?
+    }
+
+    /// A client policy's window: per policy, and per user with `s=user`.
+    struct PolicyKey: Hashable, Sendable {
+        var policy: RateLimitPolicy
         var user: String?
     }
 
-    struct KeyState: Sendable {
-        var windows: [WindowKey: SlidingWindowLog] = [:]
+    /// A window and the reservation id it was created at: reservations made before it existed
+    /// hold nothing in it, so settling them must not release anything there.
+    struct Window: Sendable {
+        var metric: RateLimit.Metric
+        var windowSeconds: Int
+        var createdAt: UInt64
+        var log: SlidingWindowLog
+
+        init(metric: RateLimit.Metric, windowSeconds: Int, createdAt: UInt64) {
+            self.metric = metric
+            self.windowSeconds = windowSeconds
+            self.createdAt = createdAt
+            self.log = SlidingWindowLog(windowSeconds: windowSeconds)
+        }
+    }
+
+    /// Everything counted for one key. A reference type so that a reservation can settle
+    /// straight into it and the hot path mutates windows in place (no dictionary copy-out):
+    /// it is only ever read or written while the ledger's lock is held.
+    final class KeyState: @unchecked Sendable {
+        /// One per configured limit, in the order of the key's `limits`.
+        var windows: [Window] = []
+        var policyWindows: [PolicyKey: Window] = [:]
         var budgetPeriodStart: Date?
         /// The cached bounds of the current budget period (calendar math is slow).
         var budgetPeriodEnd: Date?
         var budgetPeriod: Budget.Period?
         var spentMicros: Int64 = 0
-        var pendingBudget: [UInt64: Int64] = [:]
         var pendingBudgetSum: Int64 = 0
+        var pendingBudgetCount = 0
+        /// Reservations not yet settled: settling one twice changes nothing.
+        var pendingIDs: Set<UInt64> = []
+
+        /// Makes `windows` match `limits`, keeping the windows (and their reservations) of
+        /// limits that stay. Cheap when nothing changed, which is every request but the first
+        /// after an edit.
+        func align(with limits: [RateLimit], createdAt: UInt64) {
+            if windows.count == limits.count {
+                var same = true
+                for i in limits.indices where windows[i].metric != limits[i].metric || windows[i].windowSeconds != limits[i].windowSeconds {
+                    same = false
+                    break
+                }
+                if same { return }
+            }
+            var old = windows
+            windows = limits.map { limit in
+                if let i = old.firstIndex(where: { $0.metric == limit.metric && $0.windowSeconds == limit.windowSeconds }) {
+                    return old.remove(at: i)
+                }
+                return Window(metric: limit.metric, windowSeconds: limit.windowSeconds, createdAt: createdAt)
+            }
+        }
+    }
+
+    struct State: Sendable {
+        var keys: [String: KeyState] = [:]
+        /// Reservation ids, issued under the lock so that "created before/after" is exact.
+        var nextID: UInt64 = 1
     }
 
     /// What a request is expected to use at most.
@@ -76,8 +131,10 @@ public final class LimitLedger: Sendable {
     /// A granted reservation, to be settled exactly once.
     public struct Reservation: Sendable {
         let id: UInt64
-        let keyID: String
-        let windows: [WindowKey]
+        let state: KeyState
+        let policyKey: PolicyKey?
+        /// Micro-dollars held against the budget (0 when the key has none).
+        let budgetMicros: Int64
         let budgeted: Bool
         public let estimate: Estimate
     }
@@ -89,8 +146,7 @@ public final class LimitLedger: Sendable {
         case budgetExhausted(Status, retryAfterSeconds: Int?)
     }
 
-    private let state = Mutex<[String: KeyState]>([:])
-    private let nextID = Atomic<UInt64>(1)
+    private let state = Mutex(State())
 
     public init() {}
 
@@ -126,40 +182,67 @@ public final class LimitLedger: Sendable {
         v.rounded() == v && abs(v) < 1e15 ? String(Int64(v)) : String(v)
     }
 
+    static func milliseconds(_ date: Date) -> Int64 {
+        Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+    }
+
+    /// The refusal for a window without room for `amount`.
+    static func refusal(_ window: inout Window, key: WindowKey, limit: Double, amount: Double, used: Double, nowMs: Int64) -> Decision {
+        let wait = window.log.msUntilFree(amount, limit: limit, now: nowMs) ?? Int64(window.windowSeconds) * 1000
+        let reset = Int((Double(window.log.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
+        return .rateLimited(
+            Status(source: .window(key), limit: limit, remaining: max(0, limit - used), resetSeconds: max(0, reset)),
+            retryAfterSeconds: max(1, Int((Double(wait) / 1000).rounded(.up))))
+    }
+
     /// Checks every limit of a key and, if all have room, reserves the estimate in each.
     public func reserve(
         keyID: String, limits: [RateLimit], budget: Budget?, policy: RateLimitPolicy?, user: String?,
         estimate: Estimate, now: Date = Date()
     ) -> Decision {
-        let nowMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
-        let id = nextID.add(1, ordering: .relaxed).oldValue
+        let nowMs = Self.milliseconds(now)
         let costMicros = estimate.costMicros ?? 0
-        return state.withLock { keys -> Decision in
-            // Take the state out of the dictionary so that it is mutated in place (a copy still
-            // referenced by the dictionary would make every window's log copy on write).
-            var s = keys.removeValue(forKey: keyID) ?? KeyState()
-            defer { keys[keyID] = s }
+        return state.withLock { ledger -> Decision in
+            let id = ledger.nextID
+            ledger.nextID &+= 1
+            let s: KeyState
+            if let existing = ledger.keys[keyID] {
+                s = existing
+            } else {
+                s = KeyState()
+                ledger.keys[keyID] = s
+            }
+            s.align(with: limits, createdAt: id)
 
-            var checks: [(WindowKey, limit: Double, amount: Double)] = limits.map {
-                (WindowKey(metric: $0.metric, windowSeconds: $0.windowSeconds), $0.limit,
-                 Self.amount($0.metric, tokens: estimate.tokens, costMicros: costMicros))
-            }
-            if let policy {
-                let key = WindowKey(metric: policy.unit == .request ? .requests : .costUSD, windowSeconds: policy.windowSeconds, policy: policy, user: policy.perUser ? (user ?? "") : nil)
-                checks.append((key, policy.quota, Self.amount(policy, costMicros: costMicros)))
-            }
             // Check everything first: a request refused by one limit reserves nothing anywhere.
-            for (key, limit, amount) in checks {
-                let used = s.windows[key, default: SlidingWindowLog(windowSeconds: key.windowSeconds)].total(now: nowMs)
-                if used + amount > limit + 1e-9 {
-                    let wait = s.windows[key]!.msUntilFree(amount, limit: limit, now: nowMs) ?? Int64(key.windowSeconds) * 1000
-                    let reset = Int((Double(s.windows[key]!.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
-                    return .rateLimited(
-                        Status(source: .window(key), limit: limit, remaining: max(0, limit - used), resetSeconds: max(0, reset)),
-                        retryAfterSeconds: max(1, Int((Double(wait) / 1000).rounded(.up))))
+            for i in limits.indices {
+                let amount = Self.amount(limits[i].metric, tokens: estimate.tokens, costMicros: costMicros)
+                let used = s.windows[i].log.total(now: nowMs)
+                if used + amount > limits[i].limit + 1e-9 {
+                    let key = WindowKey(metric: limits[i].metric, windowSeconds: limits[i].windowSeconds)
+                    return Self.refusal(&s.windows[i], key: key, limit: limits[i].limit, amount: amount, used: used, nowMs: nowMs)
                 }
             }
+            var policyKey: PolicyKey? = nil
+            var policyIndex: Dictionary<PolicyKey, Window>.Index? = nil
+            var policyAmount = 0.0
+            if let policy {
+                let pk = PolicyKey(policy: policy, user: policy.perUser ? (user ?? "") : nil)
+                let index = s.policyWindows.index(forKey: pk) ?? {
+                    s.policyWindows[pk] = Window(metric: policy.unit == .request ? .requests : .costUSD, windowSeconds: policy.windowSeconds, createdAt: id)
+                    return s.policyWindows.index(forKey: pk)!
+                }()
+                policyAmount = Self.amount(policy, costMicros: costMicros)
+                let used = s.policyWindows.values[index].log.total(now: nowMs)
+                if used + policyAmount > policy.quota + 1e-9 {
+                    let key = WindowKey(metric: s.policyWindows.values[index].metric, windowSeconds: policy.windowSeconds, policy: policy)
+                    return Self.refusal(&s.policyWindows.values[index], key: key, limit: policy.quota, amount: policyAmount, used: used, nowMs: nowMs)
+                }
+                policyKey = pk
+                policyIndex = index
+            }
             var budgetStatus: Status? = nil
+            var budgetMicros: Int64 = 0
             if let budget {
                 let start: Date
                 let end: Date?
@@ -185,64 +268,104 @@ public final class LimitLedger: Sendable {
                                resetSeconds: resetSeconds ?? 0),
                         retryAfterSeconds: resetSeconds)
                 }
-                s.pendingBudget[id] = costMicros
                 s.pendingBudgetSum += costMicros
+                s.pendingBudgetCount += 1
+                budgetMicros = costMicros
                 budgetStatus = Status(
                     source: .budget(budget.period), limit: budget.limitUSD,
                     remaining: Double(max(0, limitMicros - used - costMicros)) / 1_000_000, resetSeconds: resetSeconds ?? 0)
             }
-            // Reserve.
-            var tightest: Status? = nil
+
+            // Reserve, and find the limit with the least headroom left.
             var tightestRatio = Double.infinity
-            var tightestWindow: (key: WindowKey, limit: Double, remaining: Double)? = nil
-            for (key, limit, amount) in checks {
-                if key.metric == .requests {
-                    s.windows[key]!.add(amount, now: nowMs)  // a request counts once admitted, whatever happens next
+            var tightestIndex = -1  // -1: none; limits.count: the policy window
+            var tightestRemaining = 0.0
+            for i in limits.indices {
+                let amount = Self.amount(limits[i].metric, tokens: estimate.tokens, costMicros: costMicros)
+                if limits[i].metric == .requests {
+                    s.windows[i].log.add(amount, now: nowMs)  // a request counts once admitted, whatever happens next
                 } else {
-                    s.windows[key]!.reserve(id: id, amount: amount)
+                    s.windows[i].log.reserve(amount: amount)
                 }
-                let remaining = max(0, limit - s.windows[key]!.total(now: nowMs))
-                let ratio = remaining / limit
+                let remaining = max(0, limits[i].limit - s.windows[i].log.total(now: nowMs))
+                let ratio = remaining / limits[i].limit
                 if ratio < tightestRatio {
-                    tightestRatio = ratio
-                    tightestWindow = (key, limit, remaining)
+                    (tightestRatio, tightestIndex, tightestRemaining) = (ratio, i, remaining)
                 }
             }
-            if let t = tightestWindow {
-                let reset = Int((Double(s.windows[t.key]!.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
-                tightest = Status(source: .window(t.key), limit: t.limit, remaining: t.remaining, resetSeconds: max(0, reset))
+            if let policy, let index = policyIndex {
+                if policy.unit == .request {
+                    s.policyWindows.values[index].log.add(policyAmount, now: nowMs)
+                } else {
+                    s.policyWindows.values[index].log.reserve(amount: policyAmount)
+                }
+                let remaining = max(0, policy.quota - s.policyWindows.values[index].log.total(now: nowMs))
+                let ratio = remaining / policy.quota
+                if ratio < tightestRatio {
+                    (tightestRatio, tightestIndex, tightestRemaining) = (ratio, limits.count, remaining)
+                }
+            }
+            s.pendingIDs.insert(id)
+            var tightest: Status? = nil
+            if tightestIndex >= 0 {
+                let key: WindowKey
+                let limit: Double
+                let expiry: Int64
+                if tightestIndex < limits.count {
+                    key = WindowKey(metric: limits[tightestIndex].metric, windowSeconds: limits[tightestIndex].windowSeconds)
+                    limit = limits[tightestIndex].limit
+                    expiry = s.windows[tightestIndex].log.nextExpiry(now: nowMs)
+                } else {
+                    key = WindowKey(metric: s.policyWindows.values[policyIndex!].metric, windowSeconds: policy!.windowSeconds, policy: policy)
+                    limit = policy!.quota
+                    expiry = s.policyWindows.values[policyIndex!].log.nextExpiry(now: nowMs)
+                }
+                let reset = Int((Double(expiry - nowMs) / 1000).rounded(.up))
+                tightest = Status(source: .window(key), limit: limit, remaining: tightestRemaining, resetSeconds: max(0, reset))
             }
             if let b = budgetStatus, b.remaining / max(b.limit, 1e-12) < tightestRatio { tightest = b }
             return .admitted(
-                Reservation(id: id, keyID: keyID, windows: checks.map(\.0), budgeted: budget != nil, estimate: estimate),
+                Reservation(id: id, state: s, policyKey: policyKey, budgetMicros: budgetMicros, budgeted: budget != nil, estimate: estimate),
                 tightest: tightest)
         }
     }
 
     /// Replaces a reservation with what the request actually used, and releases the rest.
     public func settle(_ reservation: Reservation, actual: Actual, now: Date = Date()) {
-        let nowMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
-        state.withLock { keys in
-            guard var s = keys.removeValue(forKey: reservation.keyID) else { return }
-            for key in reservation.windows where key.metric != .requests {
-                let amount: Double =
-                    if let policy = key.policy { Self.amount(policy, costMicros: actual.costMicros) }
-                    else { Self.amount(key.metric, tokens: actual.tokens, costMicros: actual.costMicros) }
-                s.windows[key]?.settle(id: reservation.id, actual: amount, now: nowMs)
+        let nowMs = Self.milliseconds(now)
+        let estimate = reservation.estimate
+        let reservedCost = estimate.costMicros ?? 0
+        state.withLock { _ in
+            let s = reservation.state
+            guard s.pendingIDs.remove(reservation.id) != nil else { return }
+            for i in s.windows.indices where s.windows[i].metric != .requests && s.windows[i].createdAt <= reservation.id {
+                let metric = s.windows[i].metric
+                s.windows[i].log.settle(
+                    reserved: Self.amount(metric, tokens: estimate.tokens, costMicros: reservedCost),
+                    actual: Self.amount(metric, tokens: actual.tokens, costMicros: actual.costMicros), now: nowMs)
             }
-            if reservation.budgeted, let reserved = s.pendingBudget.removeValue(forKey: reservation.id) {
-                s.pendingBudgetSum -= reserved
+            if let pk = reservation.policyKey, pk.policy.unit != .request, let index = s.policyWindows.index(forKey: pk),
+                s.policyWindows.values[index].createdAt <= reservation.id
+            {
+                s.policyWindows.values[index].log.settle(
+                    reserved: Self.amount(pk.policy, costMicros: reservedCost),
+                    actual: Self.amount(pk.policy, costMicros: actual.costMicros), now: nowMs)
+            }
+            if reservation.budgeted {
+                if s.pendingBudgetCount > 0 {
+                    s.pendingBudgetCount -= 1
+                    s.pendingBudgetSum = s.pendingBudgetCount == 0 ? 0 : max(0, s.pendingBudgetSum - reservation.budgetMicros)
+                }
                 s.spentMicros += actual.costMicros
             }
-            keys[reservation.keyID] = s
         }
     }
 
     /// Spend of a key in the budget period containing `now`, in micro-dollars (settled only).
     public func spentMicros(keyID: String, budget: Budget, now: Date = Date()) -> Int64 {
         let (start, _) = budget.period.bounds(containing: now)
-        return state.withLock { keys in
-            guard let s = keys[keyID], s.budgetPeriodStart == start else { return 0 }
+        return state.withLock { ledger in
+            guard let s = ledger.keys[keyID], s.budgetPeriodStart == start else { return 0 }
             return s.spentMicros
         }
     }
@@ -260,28 +383,26 @@ public final class LimitLedger: Sendable {
     }
 
     /// Rebuilds a key's windows and budget from the durable request log (oldest first).
-    /// Client policy windows (`Helicone-RateLimit-Policy`) are not rebuilt.
+    /// Client policy windows (`Helicone-RateLimit-Policy`) are not rebuilt. Requests in flight
+    /// keep their reservations and settle into the rebuilt state.
     public func restore(keyID: String, limits: [RateLimit], budget: Budget?, spentMicros: Int64, history: [HistoryEntry], now: Date = Date()) {
-        let nowMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
-        state.withLock { keys in
-            let previous = keys[keyID]
-            var s = KeyState()
-            // Requests in flight keep their reservations; they settle into the rebuilt state.
-            if let previous {
-                s.pendingBudget = previous.pendingBudget
-                s.pendingBudgetSum = previous.pendingBudgetSum
-                for (key, window) in previous.windows where key.policy != nil { s.windows[key] = window }
+        let nowMs = Self.milliseconds(now)
+        state.withLock { ledger in
+            let s: KeyState
+            if let existing = ledger.keys[keyID] {
+                s = existing
+            } else {
+                s = KeyState()
+                ledger.keys[keyID] = s
             }
-            for limit in limits {
-                let key = WindowKey(metric: limit.metric, windowSeconds: limit.windowSeconds)
-                var window = SlidingWindowLog(windowSeconds: limit.windowSeconds)
-                if let old = previous?.windows[key] { window.adoptPending(from: old) }
+            s.align(with: limits, createdAt: ledger.nextID)
+            for i in limits.indices {
+                s.windows[i].log.clearSettled()
                 for entry in history {
-                    let t = Int64((entry.time.timeIntervalSince1970 * 1000).rounded(.down))
-                    guard t > nowMs - window.windowMs else { continue }
-                    window.add(Self.amount(limit.metric, tokens: entry.tokens, costMicros: entry.costMicros), now: t)
+                    let t = Self.milliseconds(entry.time)
+                    guard t > nowMs - s.windows[i].log.windowMs else { continue }
+                    s.windows[i].log.add(Self.amount(limits[i].metric, tokens: entry.tokens, costMicros: entry.costMicros), now: t)
                 }
-                s.windows[key] = window
             }
             if let budget {
                 let (start, end) = budget.period.bounds(containing: now)
@@ -289,15 +410,19 @@ public final class LimitLedger: Sendable {
                 s.budgetPeriodEnd = end
                 s.budgetPeriod = budget.period
                 s.spentMicros = spentMicros
+            } else {
+                s.budgetPeriodStart = nil
+                s.budgetPeriodEnd = nil
+                s.budgetPeriod = nil
+                s.spentMicros = 0
             }
-            keys[keyID] = s
         }
     }
 
     /// Forgets keys that are no longer configured (revoked or deleted).
     public func retain(keyIDs: Set<String>) {
-        state.withLock { keys in
-            keys = keys.filter { keyIDs.contains($0.key) }
+        state.withLock { ledger in
+            ledger.keys = ledger.keys.filter { keyIDs.contains($0.key) }
         }
     }
 }

@@ -21,8 +21,11 @@ public struct SlidingWindowLog: Sendable {
     /// entry can never absorb a steady stream and stay in the window forever.
     private var lastBucketStart: Int64 = .min
     private var settledSum: Double = 0
-    private var pending: [UInt64: Double] = [:]
+    /// In-flight reservations: their sum and how many there are. Each reservation is
+    /// settled by the amount it reserved (the ledger recomputes it from the estimate), so no
+    /// per-reservation map is kept on the hot path.
     private var pendingSum: Double = 0
+    private var pendingCount = 0
 
     public init(windowSeconds: Int) {
         self.windowMs = Int64(windowSeconds) * 1000
@@ -65,18 +68,28 @@ public struct SlidingWindowLog: Sendable {
         settledSum += amount
     }
 
-    public mutating func reserve(id: UInt64, amount: Double) {
-        pending[id] = amount
+    /// Holds `amount` for an in-flight request until it is settled.
+    public mutating func reserve(amount: Double) {
         pendingSum += amount
+        pendingCount += 1
     }
 
-    /// Replaces reservation `id` with the actual amount, settled at `now`.
-    public mutating func settle(id: UInt64, actual: Double, now: Int64) {
-        if let reserved = pending.removeValue(forKey: id) {
-            pendingSum -= reserved
-            if pending.isEmpty { pendingSum = 0 }
+    /// Releases a reservation of `reserved` and counts the `actual` amount at `now`.
+    public mutating func settle(reserved: Double, actual: Double, now: Int64) {
+        if pendingCount > 0 {
+            pendingCount -= 1
+            pendingSum = pendingCount == 0 ? 0 : max(0, pendingSum - reserved)  // no float drift
         }
         add(actual, now: now)
+    }
+
+    /// Forgets every settled entry, keeping in-flight reservations (rebuilt from history).
+    public mutating func clearSettled() {
+        times.removeAll(keepingCapacity: true)
+        amounts.removeAll(keepingCapacity: true)
+        head = 0
+        lastBucketStart = .min
+        settledSum = 0
     }
 
     /// Milliseconds from `now` until at least `needed` has left the window, counting only
@@ -100,13 +113,5 @@ public struct SlidingWindowLog: Sendable {
         return head < times.count ? times[head] + windowMs : now
     }
 
-    public var isIdle: Bool { head == times.count && pending.isEmpty }
-
-    /// Carries in-flight reservations over from the window this one replaces.
-    public mutating func adoptPending(from other: SlidingWindowLog) {
-        for (id, amount) in other.pending where pending[id] == nil {
-            pending[id] = amount
-            pendingSum += amount
-        }
-    }
+    public var isIdle: Bool { head == times.count && pendingCount == 0 }
 }
