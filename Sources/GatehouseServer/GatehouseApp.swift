@@ -17,6 +17,7 @@ public struct ServeOptions: Sendable {
     public var plainHTTP = false
     public var pricing: PricingTable = .shipped
     public var upstreamTimeouts = UpstreamTimeouts()
+    public var transport = TransportLimits()
 
     public init() {}
 
@@ -97,9 +98,9 @@ public enum GatehouseApp {
         return config
     }
 
-    /// Builds the runnable application.
+    /// Builds the runnable application. With `tls`, the certificate is re-read on `SIGHUP`.
     public static func buildApplication(
-        plane: ControlPlane, options: ServeOptions, tls: TLSConfiguration?, logger: Logger,
+        plane: ControlPlane, options: ServeOptions, tls: TLSContextSource?, logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) throws -> some ApplicationProtocol {
         let upstream = AsyncHTTPUpstream(timeouts: options.upstreamTimeouts)
@@ -110,22 +111,14 @@ public enum GatehouseApp {
         let gateway = logWriter.map {
             Gateway(
                 plane: plane, upstream: upstream, pricing: options.pricing, logWriter: $0, ledger: plane.ledger,
-                failures: failures, headTimeout: options.upstreamTimeouts.head, logger: logger)
+                failures: failures, headTimeout: options.upstreamTimeouts.head, maxBodyBytes: options.transport.maxBodyBytes,
+                logger: logger)
         }
         if let logWriter { plane.setBeforeLimitRestore { await logWriter.flush() } }
         let router = buildRouter(plane: plane, gateway: gateway, failures: failures, https: tls != nil)
-        let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(60))
-        let server: HTTPServerBuilder
-        if let tls {
-            let context: NIOSSLContext
-            do { context = try NIOSSLContext(configuration: tls) } catch {
-                throw GatehouseError.startup("the TLS certificate and key cannot be used together")
-            }
-            server = HTTPServerBuilder { responder in
-                HTTPSOnlyChannel(HTTP1Channel(responder: responder, configuration: http1), sslContext: context)
-            }
-        } else {
-            server = .http1(configuration: http1)
+        let limits = options.transport
+        let server = HTTPServerBuilder { responder in
+            GatehouseChannel(responder: responder, tls: tls, limits: limits)
         }
         var app = Application(
             router: router,
@@ -140,6 +133,7 @@ public enum GatehouseApp {
             ChangeFollower(plane: plane, logger: logger), UpstreamClientService(upstream: upstream), failures,
             AuditCheckpointer(plane: plane, logger: logger))
         if let logWriter { app.addServices(logWriter) }
+        if let tls { app.addServices(CertificateReloader(source: tls, logger: logger)) }
         return app
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseCore
 
 /// Unbuffered output: a line printed before a long-running server starts must reach a pipe
 /// immediately (stdout to a pipe is otherwise block-buffered).
@@ -7,8 +8,9 @@ enum Console {
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
     }
 
+    /// Error output: through the redaction layer (an error may quote its input).
     static func err(_ line: String) {
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        FileHandle.standardError.write(Data((Redactor.shared.redact(line) + "\n").utf8))
     }
 
     static func oneLine(_ text: String) -> String {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GatehouseCore
 import GatehouseServer
+import Logging
 
 /// `gatehouse`: the command line. Thin: parses flags and calls the library.
 ///
@@ -15,6 +16,12 @@ struct GatehouseCommand {
     )
 
     static func main() async {
+        // Every log line of every command goes through the redaction layer.
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            return RedactingLogHandler(handler)
+        }
         let command: any ParsableCommand
         do {
             command = try Root.parseAsRoot()

@@ -17,11 +17,16 @@ Behaviour by model name (the ``model`` field of the JSON body):
   each further write (``SLOW_WRITES`` writes in all).
 - ``error-model``: 429 with a provider-shaped error body (``ERROR_BODIES``).
 - ``bad-request-model``: 400 with a provider-shaped error body.
+- ``redirect-<code>`` (``redirect-302``, ``redirect-307``, …) on ``/v1/chat/completions``:
+  answers ``<code>`` with ``Location: redirect_location`` (settable per instance, e.g. to a
+  second ``FakeUpstream`` used as a canary; default: ``/v1/redirect-target`` on this one).
 - anything else: a normal answer; the response's ``model`` echoes the requested one.
 
 Other paths: ``GET /v1/models``; ``GET|POST /v1/redirect`` answers ``302`` to
 ``/v1/redirect-target``, whose body is ``REDIRECT_TARGET_BODY`` (it must never be reached
 through the gateway).
+
+``connections`` counts the TCP connections accepted (a canary must see none at all).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ SLOW_DELAY = 1.6  # seconds between writes of a slow stream
 REDIRECT_PATH = "/v1/redirect"
 REDIRECT_TARGET_PATH = "/v1/redirect-target"
 REDIRECT_TARGET_BODY = b'{"redirect_target": "REDIRECT-TARGET-BODY-must-not-be-seen"}'
+REDIRECT_MODEL_PREFIX = "redirect-"  # + a 3xx status code
 
 OPENAI_ERROR_BODY = {
     "error": {
@@ -133,6 +139,13 @@ class RecordedRequest:
         return j.get("model") if isinstance(j, dict) else None
 
 
+class _Server(ThreadingHTTPServer):
+    def verify_request(self, request, client_address) -> bool:
+        with self.fake._lock:  # type: ignore[attr-defined]
+            self.fake.connections += 1  # type: ignore[attr-defined]
+        return True
+
+
 class FakeUpstream:
     """The fake provider. ``with FakeUpstream() as up: up.base_url ...``."""
 
@@ -140,7 +153,10 @@ class FakeUpstream:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self.violations: list[str] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.connections = 0  # TCP connections accepted
+        # Where ``redirect-<code>`` models point (None: /v1/redirect-target on this server).
+        self.redirect_location: Optional[str] = None
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.fake = self  # type: ignore[attr-defined]
         self.port = self.server.server_address[1]
@@ -415,6 +431,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         model = str(body.get("model") or "")
         if self._openai_error(model):
+            return
+        if model.startswith(REDIRECT_MODEL_PREFIX) and model[len(REDIRECT_MODEL_PREFIX):].isdigit():
+            location = self.fake.redirect_location or f"http://127.0.0.1:{self.fake.port}{REDIRECT_TARGET_PATH}"
+            self._send_json(int(model[len(REDIRECT_MODEL_PREFIX):]),
+                            {"error": {"message": "moved", "type": "redirect"}}, extra={"Location": location})
             return
         tools = body.get("tools") or []
         tool_name = None

@@ -19,6 +19,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import string
 import subprocess
 import time
@@ -334,6 +335,223 @@ BAD_INPUT = {400: "invalid_request", 422: "validation_error"}
 
 def assert_bad_input(resp: requests.Response) -> dict:
     return assert_error(resp, (400, 422), BAD_INPUT)
+
+
+
+def assert_no_secret(data: bytes, where: str) -> None:
+    """No provider or master-key canary, in any encoding, in `data` (e.g. a raw response)."""
+    for c in REGISTRY.secrets_of("provider", "master"):
+        for name, form in canary_forms(c.value):
+            assert form not in data, f"{where} contains {c.label} [{c.preview}] as {name}"
+
+
+def assert_openai_error(resp, status: int) -> dict:
+    """The /v1 error contract: `status` and `{"error":{"message","type","code"}}`, no secret.
+
+    `resp` is anything with `status_code`, `content` and `json()` (requests, httpx, RawResponse)."""
+    assert resp.status_code == status, f"expected {status}, got {resp.status_code}: {resp.content[:300]!r}"
+    try:
+        body = resp.json()
+    except ValueError:
+        raise AssertionError(f"error body is not JSON: {resp.content[:300]!r}")
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), f"not the OpenAI error shape: {body}"
+    err = body["error"]
+    for field in ("message", "type", "code"):
+        assert isinstance(err.get(field), str) and err[field], f"error.{field} missing or empty: {body}"
+    assert_no_secret(resp.content, f"{status} error body")
+    return err
+
+
+# --------------------------------------------------------------------------------------------
+# Raw HTTP/1.1 over TLS (byte-exact requests, for tests of the server's HTTP parser)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RawResponse:
+    """One response parsed from raw bytes; quacks like `requests.Response` where tests need it."""
+    status_code: int
+    reason: str
+    header_list: list  # [(name, value)] as received
+    content: bytes
+
+    @property
+    def headers(self) -> "requests.structures.CaseInsensitiveDict":
+        return requests.structures.CaseInsensitiveDict(self.header_list)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self):
+        return jsonlib.loads(self.content)
+
+
+_STATUS_LINE_RE = re.compile(rb"HTTP/1\.1 (\d{3})(?: ([^\r\n]*))?")
+
+
+def parse_responses(data: bytes, limit: Optional[int] = None) -> tuple[list[RawResponse], bytes]:
+    """Splits `data` into complete, well-formed HTTP/1.1 responses.
+
+    Returns (responses, rest): `rest` is what is left once no further complete, well-formed
+    response can be parsed (b"" when `data` is exactly a sequence of responses), or what
+    follows the `limit`-th response. A response without Content-Length or chunked framing runs
+    to the end of `data`."""
+    out: list[RawResponse] = []
+    while data and (limit is None or len(out) < limit):
+        head, sep, after = data.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.split(b"\r\n")
+        m = _STATUS_LINE_RE.fullmatch(lines[0])
+        if not m:
+            break
+        headers = []
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name != name.strip() or not re.fullmatch(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                return out, data
+            headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+        status = int(m.group(1))
+        lower = {k.lower(): v for k, v in headers}
+        if status in (204, 304) or 100 <= status < 200:
+            body, rest = b"", after
+        elif "chunked" in lower.get("transfer-encoding", "").lower():
+            body, rest, ok = b"", after, False
+            while True:
+                size_line, crlf, tail = rest.partition(b"\r\n")
+                try:
+                    size = int(size_line.split(b";")[0].strip(), 16) if crlf else -1
+                except ValueError:
+                    size = -1
+                if size < 0 or len(tail) < size + 2 or tail[size:size + 2] != b"\r\n":
+                    break
+                if size == 0:
+                    rest, ok = tail[2:], True
+                    break
+                body += tail[:size]
+                rest = tail[size + 2:]
+            if not ok:
+                break
+        elif "content-length" in lower:
+            try:
+                n = int(lower["content-length"])
+            except ValueError:
+                break
+            if len(after) < n:
+                break
+            body, rest = after[:n], after[n:]
+        else:
+            body, rest = after, b""
+        out.append(RawResponse(status, (m.group(2) or b"").decode("latin-1"), headers, body))
+        data = rest
+    return out, data
+
+
+class RawReply(NamedTuple):
+    data: bytes  # every byte received
+    closed: bool  # the server closed the connection (EOF or reset) within the time allowed
+    how: str  # "eof", "reset: ...", or "open" (still open when the time ran out)
+    elapsed: float  # seconds from the start of the wait until close / time-out
+
+    def describe(self) -> str:
+        responses, rest = parse_responses(self.data)
+        status = [f"{r.status_code} {r.reason}" for r in responses]
+        bad = f" + {len(rest)} bytes that are not a well-formed response" if rest else ""
+        return (f"responses {status or 'none'}{bad}, connection {self.how} after {self.elapsed:.2f}s; "
+                f"first bytes: {self.data[:200]!r}")
+
+
+def tls_client_context(inst: "Gatehouse") -> ssl.SSLContext:
+    """A client context that trusts the instance's certificate (and checks 127.0.0.1)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=inst.verify)
+    return ctx
+
+
+class RawTLS:
+    """One TLS connection to an instance for byte-exact HTTP: ``with RawTLS(inst) as c: ...``.
+
+    Every read is bounded by a timeout, so a server that does not answer cannot hang a test."""
+
+    def __init__(self, inst: "Gatehouse", timeout: float = 5.0, ctx: Optional[ssl.SSLContext] = None):
+        raw = socket.create_connection(("127.0.0.1", inst.port), timeout=timeout)
+        try:
+            self.sock = (ctx or tls_client_context(inst)).wrap_socket(raw, server_hostname="127.0.0.1")
+        except BaseException:
+            raw.close()
+            raise
+        self.buf = b""  # received, not yet consumed by responses()
+        self.closed_how: Optional[str] = None
+
+    def __enter__(self) -> "RawTLS":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _recv_once(self, timeout: float) -> bool:
+        """Reads what arrives within `timeout`; False once the peer has closed."""
+        if self.closed_how:
+            return False
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            chunk = self.sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            return True
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError) as e:
+            self.closed_how = f"reset: {e!r}"
+            return False
+        if not chunk:
+            self.closed_how = "eof"
+            return False
+        self.buf += chunk
+        return True
+
+    def read_until_close(self, timeout: float) -> RawReply:
+        """Everything the server sends until it closes the connection or `timeout` runs out."""
+        start = time.monotonic()
+        deadline = start + timeout
+        while time.monotonic() < deadline and self._recv_once(deadline - time.monotonic()):
+            pass
+        data, self.buf = self.buf, b""
+        return RawReply(data, self.closed_how is not None, self.closed_how or "open", time.monotonic() - start)
+
+    def responses(self, n: int, timeout: float) -> list[RawResponse]:
+        """Waits (at most `timeout`) for `n` complete responses and returns them; raises if
+        fewer arrive or the bytes are not well-formed HTTP/1.1."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got, rest = parse_responses(self.buf, limit=n)
+            if len(got) == n:
+                self.buf = rest
+                return got
+            if time.monotonic() >= deadline or not self._recv_once(deadline - time.monotonic()):
+                got, rest = parse_responses(self.buf, limit=n)
+                if len(got) == n:
+                    continue
+                raise AssertionError(
+                    f"expected {n} response(s) within {timeout}s, got {len(got)} "
+                    f"(connection {self.closed_how or 'open'}); unparsed bytes: {rest[:300]!r}")
+
+
+def raw_exchange(inst: "Gatehouse", data: bytes, timeout: float = 2.0) -> RawReply:
+    """Sends `data` on a fresh TLS connection and reads until the server closes it (or `timeout`)."""
+    with RawTLS(inst) as c:
+        try:
+            c.send(data)
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            pass  # closed while we were still sending: what it sent before is still read
+        return c.read_until_close(timeout)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
 import socket
 import ssl
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from ghtest import assert_one_error_line, nonempty_lines
+from ghtest import assert_one_error_line, nonempty_lines, poll_until
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +101,101 @@ def test_plain_http_on_loopback_works(gatehouse):
     assert r.status_code == 200
     assert r.json() == {"status": "ok"}
     assert g.api("GET", "/api/provider-keys").status_code == 200
+
+
+# --- certificate reload on SIGHUP -------------------------------------------------------------
+
+def _peer_fingerprint(port: int) -> str:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            return hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
+
+
+def _health_over(sock) -> bytes:
+    """One keep-alive `GET /api/health` on an open TLS socket; the whole response."""
+    sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = b""
+    while b'{"status":"ok"}' not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _new_self_signed(cert: Path, key: Path) -> str:
+    """Writes a fresh P-256 certificate for 127.0.0.1; returns its SHA-256 (hex of DER)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import datetime
+    import ipaddress
+
+    pk = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "reloaded")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(pk.public_key())
+         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+         .not_valid_after(now + datetime.timedelta(days=1))
+         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+         .sign(pk, hashes.SHA256()))
+    tmp_key, tmp_cert = key.with_suffix(".tmp-key"), cert.with_suffix(".tmp-cert")
+    tmp_key.write_bytes(pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+    os.chmod(tmp_key, 0o600)
+    tmp_cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp_key, key)
+    os.replace(tmp_cert, cert)
+    return hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def test_sighup_reloads_the_certificate_without_dropping_connections(gatehouse):
+    g = gatehouse()
+    cert = g.cert_path
+    key = cert.parent / "key.pem"
+    assert key.exists(), f"expected the private key next to {cert}"
+    before = _peer_fingerprint(g.port)
+
+    # A keep-alive connection opened before the reload, mid-conversation.
+    ctx = client_ctx(g)
+    raw = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    old = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    assert _health_over(old).startswith(b"HTTP/1.1 200")
+
+    after = _new_self_signed(cert, key)
+    assert after != before
+    os.kill(g.proc.pid, signal.SIGHUP)
+    assert poll_until(lambda: _peer_fingerprint(g.port) == after, timeout=5), "new connections never saw the new certificate"
+
+    # The old connection still works, on its old certificate.
+    assert _health_over(old).startswith(b"HTTP/1.1 200")
+    assert hashlib.sha256(old.getpeercert(binary_form=True)).hexdigest() == before
+    old.close()
+    assert g.running, "SIGHUP must not stop the server"
+
+    # A broken pair is refused; the server keeps serving the last good certificate.
+    cert.write_text("not a certificate\n")
+    os.kill(g.proc.pid, signal.SIGHUP)
+    time.sleep(0.5)
+    assert g.running
+    assert _peer_fingerprint(g.port) == after
+    assert requests.get(f"https://127.0.0.1:{g.port}/api/health", verify=False, timeout=5).status_code == 200
+    err = Path(g.last_stderr_path).read_text()
+    assert "reload failed" in err and "stays in use" in err, err[-2000:]
+
+
+@pytest.mark.parametrize("args", [
+    ("--max-connections", "0"), ("--header-timeout", "0"), ("--idle-timeout", "-1"),
+    ("--max-header-bytes", "10"), ("--max-body-bytes", "1"), ("--upstream-connect-timeout", "nan"),
+    ("--max-header-count", "1"),
+])
+def test_bad_transport_limits_are_refused_before_listening(gatehouse, args):
+    g = gatehouse(start=False)
+    res = g.serve_expect_exit(*args)
+    assert res.rc in (1, 2), f"serve {args}: rc={res.rc}\n{res.stderr}"
+    assert args[0] in res.stderr, res.stderr
+    assert not res.port_opened

@@ -83,6 +83,7 @@ public struct MasterKeyring: Sendable {
         text += "# One <version>:<base64> per line; the highest version is primary.\n"
         for version in versions {
             let raw = keys[version]!.withUnsafeBytes { Data($0) }
+            Redactor.shared.register(raw.base64EncodedString())
             text += "\(version):\(raw.base64EncodedString())\n"
         }
         return text
@@ -95,6 +96,8 @@ public struct MasterKeyring: Sendable {
         guard raw.count == 32 else {
             throw .masterKeyMalformed(source: source, reason: "must decode to 32 bytes, got \(raw.count)")
         }
+        Redactor.shared.register(text)
+        Redactor.shared.register(raw.base64EncodedString())
         return SymmetricKey(data: raw)
     }
 }

@@ -1,3 +1,4 @@
+import GatehouseCore
 import Hummingbird
 import HTTPTypes
 import Logging
@@ -57,10 +58,13 @@ public struct ErrorMiddleware: RouterMiddleware {
     static func errorResponse(_ error: GatehouseError, requestID: String) -> Response {
         let body = JSONValue.object([
             "error": .object([
-                "type": .string(error.type), "message": .string(error.publicMessage), "request_id": .string(requestID),
+                "type": .string(error.type), "message": .string(Redactor.shared.redact(error.publicMessage)), "request_id": .string(requestID),
             ])
         ])
-        return Response.json(body, status: .init(code: error.status))
+        var response = Response.json(body, status: .init(code: error.status))
+        // The rest of an oversized body is never read: close instead of draining it.
+        if error.status == 413 || error == .malformedBody { response.headers[.connection] = "close" }
+        return response
     }
 
     static func safeMethod(_ m: String) -> String {

@@ -14,6 +14,8 @@ public final class ControlPlane: Sendable {
     public let keyTable: KeyTable
     /// Rate-limit windows and budget spend of every proxy key (used by the gateway, shown by the API).
     public let ledger = LimitLedger()
+    /// Decrypted provider keys, briefly (see `providerSecret(for:)`).
+    let secretCache = ProviderSecretCache()
     private let vaultState: Mutex<Vault>
     let logger: Logger
     /// Callbacks installed by the server (the CLI has none).
@@ -174,6 +176,7 @@ public final class ControlPlane: Sendable {
         let name = try Validation.name(input.name)
         let baseURL = try Validation.baseURL(input.baseURL, provider: input.provider)
         let secret = try Validation.providerSecret(input.apiKey)
+        Redactor.shared.register(secret)
         let keys = try orgKeys(principal.orgID)
         let id = "pk_" + Base62.random(count: 16)
         let record = ProviderKeyRecord(
@@ -219,10 +222,15 @@ public final class ControlPlane: Sendable {
         await refreshAfterChange()
     }
 
-    /// Decrypts a provider key for forwarding. The plaintext lives only in memory.
+    /// Decrypts a provider key for forwarding. The plaintext lives only in memory, in a small
+    /// cache for at most ``ProviderSecretCache/lifetime`` (an AES-GCM open per request otherwise).
     public func providerSecret(for record: ProviderKeyRecord) throws -> String {
+        if let cached = secretCache.secret(for: record) { return cached }
         let keys = try orgKeys(record.orgID)
-        return try keys.openProviderKey(record.ciphertext, rowID: record.id, provider: record.provider.rawValue)
+        let secret = try keys.openProviderKey(record.ciphertext, rowID: record.id, provider: record.provider.rawValue)
+        Redactor.shared.register(secret)
+        secretCache.store(secret, for: record)
+        return secret
     }
 
     // MARK: Gatehouse keys

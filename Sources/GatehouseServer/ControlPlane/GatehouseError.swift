@@ -11,6 +11,8 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
     case methodNotAllowed(String)
     case conflict(String)
     case payloadTooLarge(limit: Int)
+    /// Broken body framing (invalid chunked encoding); the connection is closed after it.
+    case malformedBody
     case tooManyRequests(String)
     case validation(field: String, message: String)
     case notInitialised(dataDir: String)
@@ -30,6 +32,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
         case .methodNotAllowed(let m): m
         case .conflict(let m): m
         case .payloadTooLarge(let limit): "request body is larger than the limit of \(limit) bytes"
+        case .malformedBody: "the request body's framing is invalid (bad chunked encoding)"
         case .tooManyRequests(let m): m
         case .validation(let field, let message): "\(field): \(message)"
         case .notInitialised(let dir): "\(dir) holds no Gatehouse installation; run `gatehouse init` or `gatehouse serve` first"
@@ -47,7 +50,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
     /// HTTP status for the admin API.
     public var status: Int {
         switch self {
-        case .invalidRequest: 400
+        case .invalidRequest, .malformedBody: 400
         case .unauthenticated: 401
         case .forbidden: 403
         case .notFound: 404
@@ -63,7 +66,7 @@ public enum GatehouseError: Error, Equatable, Sendable, CustomStringConvertible 
     /// The `type` of the JSON error body.
     public var type: String {
         switch self {
-        case .invalidRequest: "invalid_request"
+        case .invalidRequest, .malformedBody: "invalid_request"
         case .unauthenticated: "authentication_error"
         case .forbidden: "permission_denied"
         case .notFound: "not_found"

@@ -114,10 +114,16 @@ public enum Validation {
             if provider == .openaiCompatible { throw fail("base_url", "is required for provider openai-compatible") }
             return nil
         }
+        // Printable ASCII only: whitespace and control characters are refused, never silently
+        // percent-encoded (a header injection attempt must fail loudly).
+        guard value.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }) else {
+            throw fail("base_url", "must not contain spaces, control or non-ASCII characters")
+        }
         guard value.count <= 2048, let components = URLComponents(string: value),
             let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https"
         else { throw fail("base_url", "must be an absolute http:// or https:// URL") }
         guard let host = components.host, !host.isEmpty else { throw fail("base_url", "must name a host") }
+        if let port = components.port, !(1...65535).contains(port) { throw fail("base_url", "port must be between 1 and 65535") }
         guard components.user == nil, components.password == nil else {
             throw fail("base_url", "must not contain credentials; store the secret as api_key")
         }

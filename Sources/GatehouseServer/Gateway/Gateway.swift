@@ -21,12 +21,15 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
     let ledger: LimitLedger
     let failures: AuthFailureRecorder?
     let headTimeout: Duration
+    let maxBodyBytes: Int
     let logger: Logger
 
     public init(
         plane: ControlPlane, upstream: Client, pricing: PricingTable, logWriter: RequestLogWriter, ledger: LimitLedger,
-        failures: AuthFailureRecorder? = nil, headTimeout: Duration = .seconds(600), logger: Logger
+        failures: AuthFailureRecorder? = nil, headTimeout: Duration = .seconds(600),
+        maxBodyBytes: Int = GatewayLimits.maxBodyBytes, logger: Logger
     ) {
+        self.maxBodyBytes = maxBodyBytes
         self.failures = failures
         self.ledger = ledger
         self.keyTable = plane.keyTable
@@ -89,10 +92,16 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
         // 3. What: the body, read once and bounded.
         var request = request
         var body: ByteBuffer
+        // Refused before reading anything when the declared length is already too much.
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maxBodyBytes {
+            throw .payloadTooLarge(limit: maxBodyBytes)
+        }
         do {
-            body = try await request.collectBody(upTo: GatewayLimits.maxBodyBytes)
+            body = try await request.collectBody(upTo: maxBodyBytes)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw .payloadTooLarge(limit: maxBodyBytes)
         } catch {
-            throw .payloadTooLarge(limit: GatewayLimits.maxBodyBytes)
+            throw .malformedBody
         }
         let info = try RequestBodyInfo.parse(body, contentType: request.headers[.contentType])
         if let allowed = key.allowedModels, !allowed.isEmpty {
@@ -163,7 +172,10 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
 
         // 7. Stream the answer back, reading usage on the way.
         let isSSE = response.headers.contains { $0.0.lowercased() == "content-type" && $0.1.lowercased().hasPrefix("text/event-stream") }
-        var headers = GatewayHTTP.responseHeaders(response.headers, dropLength: hideUsageChunk && isSSE)
+        // An error body is checked for the provider key before the client sees it (a provider or
+        // a hostile upstream may echo the credential it was sent).
+        let scrub = response.status >= 400 && !isSSE ? Array(secret.utf8) : nil
+        var headers = GatewayHTTP.responseHeaders(response.headers, dropLength: (hideUsageChunk && isSSE) || scrub != nil)
         headers[.gatehouseRequestID] = context.requestID
         limits.tightest?.apply(to: &headers)
         let preOverhead = beforeUpstream - started
@@ -172,7 +184,7 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
             started: started, headReceived: headReceived, preOverhead: preOverhead, isSSE: isSSE,
             hideUsageChunk: hideUsageChunk, captureResponse: !metadata.omitResponse, dialect: adapter.dialect,
             requestedModel: info?.model, status: response.status, pending: pending, pricing: pricing, writer: logWriter,
-            ledger: ledger, reservation: limits.reservation)
+            ledger: ledger, reservation: limits.reservation, scrubSecret: scrub)
         let upstreamBody = response.body
         return Response(
             status: .init(code: response.status), headers: headers,
@@ -310,6 +322,33 @@ struct StreamContext: Sendable {
     let writer: RequestLogWriter
     let ledger: LimitLedger
     let reservation: LimitLedger.Reservation?
+    /// For error responses: the provider key, replaced wherever it appears in the body.
+    var scrubSecret: [UInt8]? = nil
+
+    /// Error bodies up to this size are scrubbed whole; past it, chunk by chunk.
+    static let maxScrubbedBodyBytes = 1024 * 1024
+
+    /// `bytes` with every occurrence of `secret` replaced by the redaction marker.
+    static func scrub(_ bytes: [UInt8], secret: [UInt8]) -> [UInt8] {
+        guard secret.count >= 8, bytes.count >= secret.count, let first = secret.first else { return bytes }
+        var out: [UInt8] = []
+        var i = 0
+        var copied = 0
+        while i + secret.count <= bytes.count {
+            if bytes[i] == first, bytes[i..<(i + secret.count)].elementsEqual(secret) {
+                if out.isEmpty { out.reserveCapacity(bytes.count) }
+                out.append(contentsOf: bytes[copied..<i])
+                out.append(contentsOf: Redactor.marker.utf8)
+                i += secret.count
+                copied = i
+            } else {
+                i += 1
+            }
+        }
+        guard copied > 0 else { return bytes }
+        out.append(contentsOf: bytes[copied...])
+        return out
+    }
 
     func pump<Body: AsyncSequence>(_ body: Body, into out: inout any ResponseBodyWriter) async throws
     where Body.Element == ByteBuffer {
@@ -318,7 +357,6 @@ struct StreamContext: Sendable {
         var captured: [UInt8] = []
         var capturedAll = true
         var firstChunkAt: ContinuousClock.Instant? = nil
-        var failure: String? = nil
         var thrown: (any Error)? = nil
 
         func capture(_ bytes: some Collection<UInt8>) {
@@ -330,11 +368,65 @@ struct StreamContext: Sendable {
             }
         }
 
+        var recorded = false
+        func record(failure: String?) {
+            recorded = true
+            if !isSSE, capturedAll {
+                extractor.observe(json: captured)
+            }
+            var record = pending.record
+            let end = ContinuousClock.now
+            record.status = status
+            record.latencyMs = GatewayHTTP.ms(end - started)
+            record.overheadMs = GatewayHTTP.ms(preOverhead)
+            record.timeToFirstTokenMs = firstChunkAt.map { GatewayHTTP.ms($0 - started) }
+            if let model = extractor.model ?? requestedModel { record.model = model }
+            if let usage = extractor.usage {
+                record.promptTokens = usage.promptTokens
+                record.completionTokens = usage.completionTokens
+                record.cachedTokens = usage.cachedTokens
+                record.costMicros = pricing.costMicros(model: record.model, usage: usage)
+            }
+            if status >= 400 { record.error = failure ?? "upstream_status_\(status)" } else { record.error = failure }
+            if let reservation {
+                // Unknown usage on a success is settled at the reservation (never under-count spend);
+                // a provider error costs nothing.
+                let actual: LimitLedger.Actual =
+                    if let usage = extractor.usage {
+                        .init(tokens: usage.promptTokens + usage.completionTokens, costMicros: record.costMicros ?? 0)
+                    } else if status >= 400 {
+                        .init(tokens: 0, costMicros: 0)
+                    } else {
+                        .init(tokens: reservation.estimate.tokens, costMicros: reservation.estimate.costMicros ?? 0)
+                    }
+                ledger.settle(reservation, actual: actual)
+                if extractor.usage == nil, status < 400 {
+                    record.costMicros = record.costMicros ?? reservation.estimate.costMicros
+                }
+            }
+            var entry = pending
+            entry.record = record
+            if captureResponse { entry.responseBody = captured }
+            writer.enqueue(entry)
+        }
+
         do {
+            var held: [UInt8] = []
             for try await chunk in body {
                 if firstChunkAt == nil { firstChunkAt = .now }
                 let view = chunk.readableBytesView
-                if isSSE {
+                if let secret = scrubSecret {
+                    // Held whole (up to a bound), so a secret split across chunks is still found;
+                    // the log captures what the client got.
+                    if held.count + view.count <= Self.maxScrubbedBodyBytes {
+                        held.append(contentsOf: view)
+                    } else {
+                        let part = Self.scrub(held + Array(view), secret: secret)
+                        held = []
+                        capture(part)
+                        try await out.write(ByteBuffer(bytes: part))
+                    }
+                } else if isSSE {
                     let events = splitter.feed(view)
                     if hideUsageChunk {
                         for event in events {
@@ -353,6 +445,11 @@ struct StreamContext: Sendable {
                     try await out.write(chunk)
                 }
             }
+            if let secret = scrubSecret, !held.isEmpty {
+                let part = Self.scrub(held, secret: secret)
+                capture(part)
+                try await out.write(ByteBuffer(bytes: part))
+            }
             if isSSE, let rest = splitter.finish() {
                 let usageOnly = observe(rest, into: &extractor)
                 if hideUsageChunk && !usageOnly {
@@ -360,48 +457,15 @@ struct StreamContext: Sendable {
                     try await out.write(ByteBuffer(bytes: rest.raw))
                 }
             }
+            // Settled and queued for the log before the client sees the end of the response:
+            // whoever reads the spend (or stops the server) after a response has completed
+            // finds it recorded.
+            record(failure: nil)
             try await out.finish(nil)
         } catch {
-            failure = "stream_interrupted"
+            if !recorded { record(failure: "stream_interrupted") }
             thrown = error
         }
-        if !isSSE, capturedAll {
-            extractor.observe(json: captured)
-        }
-        var record = pending.record
-        let end = ContinuousClock.now
-        record.status = status
-        record.latencyMs = GatewayHTTP.ms(end - started)
-        record.overheadMs = GatewayHTTP.ms(preOverhead)
-        record.timeToFirstTokenMs = firstChunkAt.map { GatewayHTTP.ms($0 - started) }
-        if let model = extractor.model ?? requestedModel { record.model = model }
-        if let usage = extractor.usage {
-            record.promptTokens = usage.promptTokens
-            record.completionTokens = usage.completionTokens
-            record.cachedTokens = usage.cachedTokens
-            record.costMicros = pricing.costMicros(model: record.model, usage: usage)
-        }
-        if status >= 400 { record.error = failure ?? "upstream_status_\(status)" } else { record.error = failure }
-        if let reservation {
-            // Unknown usage on a success is settled at the reservation (never under-count spend);
-            // a provider error costs nothing.
-            let actual: LimitLedger.Actual =
-                if let usage = extractor.usage {
-                    .init(tokens: usage.promptTokens + usage.completionTokens, costMicros: record.costMicros ?? 0)
-                } else if status >= 400 {
-                    .init(tokens: 0, costMicros: 0)
-                } else {
-                    .init(tokens: reservation.estimate.tokens, costMicros: reservation.estimate.costMicros ?? 0)
-                }
-            ledger.settle(reservation, actual: actual)
-            if extractor.usage == nil, status < 400 {
-                record.costMicros = record.costMicros ?? reservation.estimate.costMicros
-            }
-        }
-        var entry = pending
-        entry.record = record
-        if captureResponse { entry.responseBody = captured }
-        writer.enqueue(entry)
         if let thrown { throw thrown }
     }
 

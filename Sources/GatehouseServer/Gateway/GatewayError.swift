@@ -14,6 +14,9 @@ public enum GatewayError: Error, Sendable, Equatable {
     case badJSON(String)
     case badPath
     case payloadTooLarge(limit: Int)
+    /// The body's framing is broken (e.g. invalid chunked encoding): answered, then the
+    /// connection is closed, since where the next request would start is unknown.
+    case malformedBody
     case upstreamUnreachable
     case upstreamTimeout
     case internalError
@@ -26,7 +29,7 @@ public enum GatewayError: Error, Sendable, Equatable {
         switch self {
         case .unauthenticated: .unauthorized
         case .forbiddenIP, .modelNotAllowed: .forbidden
-        case .badJSON, .badPath, .badPolicy: .badRequest
+        case .badJSON, .badPath, .badPolicy, .malformedBody: .badRequest
         case .modelNotPriced: .forbidden
         case .rateLimited, .budgetExhausted: .tooManyRequests
         case .payloadTooLarge: .contentTooLarge
@@ -40,7 +43,7 @@ public enum GatewayError: Error, Sendable, Equatable {
         switch self {
         case .unauthenticated: "authentication_error"
         case .forbiddenIP, .modelNotAllowed: "permission_denied"
-        case .badJSON, .badPath, .payloadTooLarge, .badPolicy: "invalid_request_error"
+        case .badJSON, .badPath, .payloadTooLarge, .badPolicy, .malformedBody: "invalid_request_error"
         case .modelNotPriced: "permission_denied"
         case .rateLimited: "rate_limit_exceeded"
         case .budgetExhausted: "insufficient_quota"
@@ -57,6 +60,7 @@ public enum GatewayError: Error, Sendable, Equatable {
         case .badJSON: "invalid_json"
         case .badPath: "invalid_path"
         case .payloadTooLarge: "request_too_large"
+        case .malformedBody: "malformed_body"
         case .upstreamUnreachable: "upstream_unreachable"
         case .upstreamTimeout: "upstream_timeout"
         case .internalError: "internal_error"
@@ -75,6 +79,7 @@ public enum GatewayError: Error, Sendable, Equatable {
         case .badJSON(let why): "Request body is not valid JSON: \(why)."
         case .badPath: "Invalid request path."
         case .payloadTooLarge(let limit): "Request body is larger than the limit of \(limit) bytes."
+        case .malformedBody: "The request body's framing is invalid (bad chunked encoding)."
         case .upstreamUnreachable: "The provider could not be reached."
         case .upstreamTimeout: "The provider did not answer in time."
         case .internalError: "Internal error."
@@ -90,7 +95,7 @@ public enum GatewayError: Error, Sendable, Equatable {
 
     func response(requestID: String) -> Response {
         let body = JSONValue.object([
-            "error": .object(["message": .string(message), "type": .string(type), "code": .string(code), "param": .null])
+            "error": .object(["message": .string(Redactor.shared.redact(message)), "type": .string(type), "code": .string(code), "param": .null])
         ])
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
@@ -103,6 +108,8 @@ public enum GatewayError: Error, Sendable, Equatable {
         case .budgetExhausted(let status, let retry):
             if let retry { headers[.retryAfter] = String(retry) }
             status.apply(to: &headers)
+        case .payloadTooLarge, .malformedBody:
+            headers[.connection] = "close"  // the rest of the body is never read
         default: break
         }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.encoded())))

@@ -836,7 +836,9 @@ struct SQLiteTransaction {
         var entry = AuditEntry(
             sequence: previousSequence + 1, time: Date(unixMilliseconds: now.unixMilliseconds), orgID: draft.orgID,
             actorKind: draft.actorKind, actorID: draft.actorID, clientIP: draft.clientIP, action: draft.action,
-            target: draft.target, outcome: draft.outcome, details: draft.details, prevHash: previousHash)
+            target: Redactor.shared.redact(draft.target), outcome: draft.outcome,
+            details: Redactor.shared.redact(draft.details),  // the one redaction layer, as for every sink
+            prevHash: previousHash)
         entry.hash = AuditChain.hash(entry)
 
         _ = try await query(

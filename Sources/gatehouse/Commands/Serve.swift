@@ -31,8 +31,68 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Pricing overrides (JSON: {\"models\": {\"<model>\": {\"input\": <USD per 1M>, \"output\": <USD per 1M>, \"cached_input\"?: …, \"cache_write\"?: …}}}); merged over the shipped table.")
     var pricing: String?
 
+    @Option(help: "Most open client connections at once; more are closed when accepted.")
+    var maxConnections = TransportLimits().maxConnections
+
+    @Option(help: "Seconds from the first byte of a request to the end of its headers (slower: 408 and disconnect).")
+    var headerTimeout: Double = 10
+
+    @Option(help: "Seconds a connection may stay open with no request in progress.")
+    var idleTimeout: Double = 60
+
+    @Option(help: "Largest request head (request line and headers together), in bytes.")
+    var maxHeaderBytes = TransportLimits().maxHeaderBytes
+
+    @Option(help: "Most header fields in one request.")
+    var maxHeaderCount = TransportLimits().maxHeaderCount
+
+    @Option(help: "Largest gateway (/v1) request body, in bytes (larger: 413 before it is read).")
+    var maxBodyBytes = TransportLimits().maxBodyBytes
+
+    @Option(help: "Seconds to connect to a provider.")
+    var upstreamConnectTimeout: Double = 5
+
+    @Option(help: "Seconds to wait for a provider's response headers.")
+    var upstreamHeadTimeout: Double = 600
+
+    @Option(help: "Longest gap, in seconds, between two chunks of a provider's response body.")
+    var upstreamReadTimeout: Double = 300
+
+    /// Every bound, checked: a typo must not silently remove a protection.
+    var transportLimits: TransportLimits {
+        var limits = TransportLimits()
+        limits.maxConnections = maxConnections
+        limits.headerTimeout = .milliseconds(Int64(headerTimeout * 1000))
+        limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        limits.maxHeaderBytes = maxHeaderBytes
+        limits.maxHeaderCount = maxHeaderCount
+        limits.maxBodyBytes = maxBodyBytes
+        return limits
+    }
+
+    var upstreamTimeouts: UpstreamTimeouts {
+        var timeouts = UpstreamTimeouts()
+        timeouts.connect = .milliseconds(Int64(upstreamConnectTimeout * 1000))
+        timeouts.head = .milliseconds(Int64(upstreamHeadTimeout * 1000))
+        timeouts.read = .milliseconds(Int64(upstreamReadTimeout * 1000))
+        return timeouts
+    }
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+        guard (1...1_000_000).contains(maxConnections) else { throw ValidationError("--max-connections must be between 1 and 1000000") }
+        for (name, value, max) in [
+            ("--header-timeout", headerTimeout, 3600.0), ("--idle-timeout", idleTimeout, 86_400),
+            ("--upstream-connect-timeout", upstreamConnectTimeout, 3600), ("--upstream-head-timeout", upstreamHeadTimeout, 86_400),
+            ("--upstream-read-timeout", upstreamReadTimeout, 86_400),
+        ] {
+            guard value.isFinite, value >= 0.1, value <= max else {
+                throw ValidationError("\(name) must be between 0.1 and \(Int(max)) seconds")
+            }
+        }
+        guard (1024...1_048_576).contains(maxHeaderBytes) else { throw ValidationError("--max-header-bytes must be between 1024 and 1048576") }
+        guard (8...10_000).contains(maxHeaderCount) else { throw ValidationError("--max-header-count must be between 8 and 10000") }
+        guard (1024...1_073_741_824).contains(maxBodyBytes) else { throw ValidationError("--max-body-bytes must be between 1024 and 1073741824") }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         if plainHttp {
             guard ServeOptions.isLoopback(host) else {
@@ -43,11 +103,6 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-            return handler
-        }
         let logger = Logger(label: "gatehouse")
         let paths = common.paths
         // Everything that can fail closed happens before a port is opened.
@@ -85,7 +140,9 @@ struct Serve: AsyncParsableCommand {
         options.host = host
         options.port = port
         options.plainHTTP = plainHttp
-        var tls: TLSConfiguration? = nil
+        options.transport = transportLimits
+        options.upstreamTimeouts = upstreamTimeouts
+        var tls: TLSContextSource? = nil
         if !plainHttp {
             var cert = tlsCert
             var key = tlsKey
@@ -98,7 +155,7 @@ struct Serve: AsyncParsableCommand {
                     Console.out("Generated a self-signed TLS certificate.")
                 }
             }
-            tls = try GatehouseApp.tlsConfiguration(certificatePath: cert!, privateKeyPath: key!)
+            tls = try TLSContextSource(certificatePath: cert!, privateKeyPath: key!)
             Console.out("TLS certificate: \(cert!)")
             if let fingerprint = try? SelfSignedCertificate.fingerprint(ofPEMFile: cert!) {
                 Console.out("TLS certificate SHA-256 fingerprint: \(fingerprint)")

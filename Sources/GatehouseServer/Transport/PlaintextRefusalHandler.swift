@@ -1,43 +1,5 @@
-import HummingbirdCore
-import Logging
 import NIOCore
 import NIOSSL
-
-/// A child channel that speaks TLS only and answers a plaintext HTTP request with a clear
-/// `400` instead of letting the TLS handshake hang or fail with garbage.
-///
-/// A plaintext client on an HTTPS port otherwise sees either a reset or a binary alert, which
-/// people misread as "server down". The first byte of a TLS connection is always a handshake
-/// record (`0x16`), so one byte is enough to tell the two apart.
-public struct HTTPSOnlyChannel<BaseChannel: ServerChildChannel>: ServerChildChannel {
-    public typealias Value = BaseChannel.Value
-
-    let baseChannel: BaseChannel
-    let sslContext: NIOSSLContext
-
-    public init(_ baseChannel: BaseChannel, sslContext: NIOSSLContext) {
-        self.baseChannel = baseChannel
-        self.sslContext = sslContext
-    }
-
-    public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
-            let sync = channel.pipeline.syncOperations
-            try sync.addHandler(PlaintextRefusalHandler())
-            try sync.addHandler(NIOSSLServerHandler(context: self.sslContext))
-        }.flatMap {
-            self.baseChannel.setup(channel: channel, logger: logger)
-        }
-    }
-
-    public func handle(value: BaseChannel.Value, logger: Logger) async {
-        await self.baseChannel.handle(value: value, logger: logger)
-    }
-}
-
-extension HTTPSOnlyChannel: HTTPChannelHandler where BaseChannel: HTTPChannelHandler {
-    public var responder: HTTPChannelHandler.Responder { baseChannel.responder }
-}
 
 /// Looks at the first byte of a connection: a TLS handshake passes through untouched (and the
 /// handler removes itself); anything else gets a plain `400` explaining that HTTPS is required.
