@@ -20,6 +20,8 @@ Behaviour by model name (the ``model`` field of the JSON body):
 - ``redirect-<code>`` (``redirect-302``, ``redirect-307``, …) on ``/v1/chat/completions``:
   answers ``<code>`` with ``Location: redirect_location`` (settable per instance, e.g. to a
   second ``FakeUpstream`` used as a canary; default: ``/v1/redirect-target`` on this one).
+- ``echo-key-model``: 401 whose JSON body quotes the credential it received, whole (a hostile
+  or careless provider); the gateway must not pass the provider key on to its client.
 - anything else: a normal answer; the response's ``model`` echoes the requested one.
 
 Other paths: ``GET /v1/models``; ``GET|POST /v1/redirect`` answers ``302`` to
@@ -63,6 +65,7 @@ TOOL_CALL_ID = "call_fake_0001"
 SLOW_MODEL = "slow-model"
 ERROR_MODEL = "error-model"
 BAD_REQUEST_MODEL = "bad-request-model"
+ECHO_KEY_MODEL = "echo-key-model"
 SLOW_DELAY = 1.6  # seconds between writes of a slow stream
 
 REDIRECT_PATH = "/v1/redirect"
@@ -420,6 +423,11 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         if model == BAD_REQUEST_MODEL:
             self._send_json(400, OPENAI_BAD_REQUEST_BODY, extra={"x-request-id": ERROR_REQUEST_ID})
+            return True
+        if model == ECHO_KEY_MODEL:
+            auth = self.headers.get("Authorization", "")
+            self._send_json(401, {"error": {"message": f"Incorrect API key provided: {auth}. Key: {auth[7:]}",
+                                            "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
             return True
         return False
 

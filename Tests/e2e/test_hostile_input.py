@@ -601,3 +601,32 @@ def test_max_connections(gatehouse):
     finally:
         for c in held:
             c.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Secret hygiene: a provider that echoes the credential it was sent
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("via", ["requests", "openai-sdk"])
+def test_provider_key_echoed_by_the_upstream_never_reaches_the_client(inst, keys, upstream, via):
+    """The provider key is the one secret a proxy-key holder must never learn. A provider (or
+    anything at its address) that quotes the credential in an error body gets it scrubbed."""
+    secret = keys.provider_secret
+    if via == "requests":
+        r = requests.post(inst.base_url + CHAT, headers=keys.auth, verify=inst.verify, timeout=10,
+                          json={"model": "echo-key-model", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 401, (r.status_code, r.text[:300])
+        body = r.content
+        assert "content-length" not in {k.lower() for k in r.headers} or int(r.headers["content-length"]) == len(body)
+    else:
+        import openai
+        client = openai.OpenAI(api_key=keys.proxy, base_url=inst.base_url + "/v1",
+                               http_client=__import__("httpx").Client(verify=str(inst.cert_path)))
+        with pytest.raises(openai.AuthenticationError) as info:
+            client.chat.completions.create(model="echo-key-model", messages=[{"role": "user", "content": "hi"}])
+        body = info.value.response.content
+    assert b"[redacted]" in body, body[:400]
+    assert_no_secret(body, "upstream error body relayed to the client")
+    assert secret.encode() not in body
+    assert upstream.requests[-1].credential == secret, "the upstream did get the real key (the premise)"

@@ -8,9 +8,9 @@ import Synchronization
 /// An entry is tied to the stored ciphertext: a provider key replaced under the same id never
 /// serves the old secret. A deleted provider key is no longer in the key table, so nothing asks
 /// for it, and its entry leaves at the latest after ``lifetime``.
-final class ProviderSecretCache: Sendable {
-    static let lifetime: Duration = .seconds(60)
-    static let capacity = 1024
+public final class ProviderSecretCache: Sendable {
+    public static let lifetime: Duration = .seconds(60)
+    public static let capacity = 1024
 
     struct Entry {
         var secret: String
@@ -20,7 +20,9 @@ final class ProviderSecretCache: Sendable {
 
     private let entries = Mutex<[String: Entry]>([:])
 
-    func secret(for record: ProviderKeyRecord, now: ContinuousClock.Instant = .now) -> String? {
+    public init() {}
+
+    public func secret(for record: ProviderKeyRecord, now: ContinuousClock.Instant = .now) -> String? {
         entries.withLock { entries in
             guard let entry = entries[record.id] else { return nil }
             guard entry.expires > now, entry.ciphertext == record.ciphertext else {
@@ -31,7 +33,7 @@ final class ProviderSecretCache: Sendable {
         }
     }
 
-    func store(_ secret: String, for record: ProviderKeyRecord, now: ContinuousClock.Instant = .now) {
+    public func store(_ secret: String, for record: ProviderKeyRecord, now: ContinuousClock.Instant = .now) {
         entries.withLock { entries in
             if entries.count >= Self.capacity {
                 entries = entries.filter { $0.value.expires > now }
