@@ -103,7 +103,7 @@ public enum GatehouseApp {
         plane: ControlPlane, options: ServeOptions, tls: TLSContextSource?, logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) throws -> some ApplicationProtocol {
-        let upstream = AsyncHTTPUpstream(timeouts: options.upstreamTimeouts)
+        let upstream = AsyncHTTPUpstream(timeouts: options.upstreamTimeouts, connectionsPerHost: options.transport.maxConnections)
         let logWriter: RequestLogWriter? = (plane.store as? any RequestLogStore).map {
             RequestLogWriter(store: $0, keyTable: plane.keyTable, logger: logger)
         }

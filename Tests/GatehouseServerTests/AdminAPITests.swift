@@ -406,7 +406,7 @@ struct AdminAPITests {
     @Test func invalidNamesAreRefused() async throws {
         try await withGatehouse { g in
             try await withAPI(g) { api in
-                for name in ["", "   ", "bad\u{0007}bell", "line\nbreak", String(repeating: "n", count: 201)] {
+                for name in ["", "   ", "bad\u{0007}bell", "line\nbreak", String(repeating: "n", count: 201), String(repeating: "e\u{0301}", count: 101)] {
                     let reply = try await api.call(.post, "/api/provider-keys", json: ["name": .string(name), "provider": "openai", "api_key": "sk-canary-0123456789ab"])
                     expectError(reply, 422, "validation_error")
                 }

@@ -92,7 +92,8 @@ public enum Validation {
     public static func name(_ value: String, field: String = "name") throws -> String {
         let trimmed = value.trimmingCharacters(in: .whitespaces)
         guard !trimmed.isEmpty else { throw fail(field, "must not be empty") }
-        guard trimmed.count <= maxNameLength else { throw fail(field, "must be at most \(maxNameLength) characters") }
+        // Code points, as the OpenAPI `maxLength` counts (not user-perceived characters).
+        guard trimmed.unicodeScalars.count <= maxNameLength else { throw fail(field, "must be at most \(maxNameLength) characters") }
         guard !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             throw fail(field, "must not contain control characters")
         }
@@ -101,7 +102,7 @@ public enum Validation {
 
     public static func description(_ value: String?) throws -> String? {
         guard let value else { return nil }
-        guard value.count <= maxDescriptionLength else {
+        guard value.unicodeScalars.count <= maxDescriptionLength else {
             throw fail("description", "must be at most \(maxDescriptionLength) characters")
         }
         return value
@@ -156,7 +157,7 @@ public enum Validation {
     public static func models(_ value: [String]?) throws -> [String]? {
         guard let value else { return nil }
         guard value.count <= maxListEntries else { throw fail("allowed_models", "at most \(maxListEntries) entries") }
-        for m in value where m.isEmpty || m.count > maxModelNameLength {
+        for m in value where m.isEmpty || m.unicodeScalars.count > maxModelNameLength {
             throw fail("allowed_models", "each entry must be 1 to \(maxModelNameLength) characters")
         }
         return value

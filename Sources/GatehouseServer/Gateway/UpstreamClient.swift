@@ -47,13 +47,16 @@ public final class AsyncHTTPUpstream: UpstreamClient {
     public let client: HTTPClient
     public let timeouts: UpstreamTimeouts
 
-    public init(timeouts: UpstreamTimeouts = UpstreamTimeouts()) {
+    /// `connectionsPerHost`: at most one request is in flight per client connection (HTTP/1.1),
+    /// so the server's connection cap is the most a provider host can ever need; fewer would
+    /// queue requests behind others (and fail them after the connect timeout).
+    public init(timeouts: UpstreamTimeouts = UpstreamTimeouts(), connectionsPerHost: Int = TransportLimits().maxConnections) {
         var config = HTTPClient.Configuration()
         config.redirectConfiguration = .disallow
         config.decompression = .disabled
         config.timeout = .init(connect: .init(timeouts.connect), read: .init(timeouts.read))
         var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(60))
-        pool.concurrentHTTP1ConnectionsPerHostSoftLimit = 512
+        pool.concurrentHTTP1ConnectionsPerHostSoftLimit = max(1, connectionsPerHost)
         config.connectionPool = pool
         config.httpVersion = .http1Only
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
