@@ -246,3 +246,19 @@ struct SSEEventSplitterTests {
         }
     }
 }
+
+@Suite("Usage object scan")
+struct UsageObjectScanTests {
+    @Test(arguments: [
+        (#"{"usage":{"prompt_tokens":1}}"#, true),
+        ("{\"usage\" : \t{ }}", true),
+        (#"{"choices":[],"usage":null}"#, false),
+        (#"{"text":"usage: {"}"#, false),
+        (#"{"usage":"#, false),
+        (#""#, false),
+        (#"{"x":{"usage"  :{"a":1}}}"#, true),
+    ])
+    func findsOnlyAUsageObject(_ text: String, _ expected: Bool) {
+        #expect(UsageExtractor.mentionsUsageObject(Array(text.utf8)) == expected)
+    }
+}

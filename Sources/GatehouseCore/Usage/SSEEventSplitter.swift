@@ -27,27 +27,39 @@ public struct SSEEventSplitter: Sendable {
     /// Feeds a chunk; returns the events it completed. After an overflow the splitter stops
     /// splitting and returns every later chunk as one raw, data-less "event".
     public mutating func feed(_ chunk: some Collection<UInt8>) -> [SSEEvent] {
+        // One dynamic call into the bytes (e.g. a ByteBuffer's storage), then a specialised
+        // loop over raw memory: no per-byte generic dispatch across the module boundary.
+        if let events = chunk.withContiguousStorageIfAvailable({ feed(bytes: UnsafeRawBufferPointer($0)) }) {
+            return events
+        }
+        return Array(chunk).withUnsafeBytes { feed(bytes: $0) }
+    }
+
+    public mutating func feed(bytes chunk: UnsafeRawBufferPointer) -> [SSEEvent] {
         if overflowed { return [SSEEvent(raw: Array(chunk), data: [], name: nil)] }
         pending.append(contentsOf: chunk)
         var events: [SSEEvent] = []
         var eventStart = 0
-        var i = scanned
-        while i < pending.count {
-            let b = pending[i]
-            if b == UInt8(ascii: "\n") {
-                if lineLength == 0 {
-                    // Blank line: the event is pending[eventStart...i].
-                    let raw = Array(pending[eventStart...i])
-                    events.append(Self.parse(raw))
-                    eventStart = i + 1
+        var lineLength = self.lineLength
+        pending.withUnsafeBufferPointer { bytes in
+            var i = scanned
+            while i < bytes.count {
+                let b = bytes[i]
+                if b == 0x0A {  // \n
+                    if lineLength == 0 {
+                        // Blank line: the event is bytes[eventStart...i].
+                        events.append(Self.parse(UnsafeBufferPointer(rebasing: bytes[eventStart...i])))
+                        eventStart = i + 1
+                    }
+                    lineLength = 0
+                } else if b != 0x0D {  // \r
+                    lineLength += 1
                 }
-                lineLength = 0
-            } else if b != UInt8(ascii: "\r") {
-                lineLength += 1
+                i += 1
             }
-            i += 1
         }
-        pending.removeFirst(eventStart)
+        self.lineLength = lineLength
+        if eventStart > 0 { pending.removeFirst(eventStart) }
         scanned = pending.count
         if pending.count > maxEventBytes {
             overflowed = true
@@ -62,38 +74,44 @@ public struct SSEEventSplitter: Sendable {
     public mutating func finish() -> SSEEvent? {
         defer { pending = []; scanned = 0; lineLength = 0 }
         guard !pending.isEmpty else { return nil }
-        return overflowed ? SSEEvent(raw: pending, data: [], name: nil) : Self.parse(pending)
+        return overflowed ? SSEEvent(raw: pending, data: [], name: nil) : pending.withUnsafeBufferPointer { Self.parse($0) }
     }
 
     static func parse(_ raw: [UInt8]) -> SSEEvent {
+        raw.withUnsafeBufferPointer { parse($0) }
+    }
+
+    /// The `data:` lines joined with `\n`, and the `event:` name, of one event's bytes.
+    static func parse(_ raw: UnsafeBufferPointer<UInt8>) -> SSEEvent {
         var data: [UInt8] = []
         var name: String? = nil
         var firstData = true
         var lineStart = 0
-        var i = 0
-        func handleLine(_ line: ArraySlice<UInt8>) {
-            var line = line
-            if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-            if line.starts(with: "data:".utf8) {
-                var value = line.dropFirst(5)
-                if value.first == UInt8(ascii: " ") { value = value.dropFirst() }
-                if !firstData { data.append(UInt8(ascii: "\n")) }
-                data.append(contentsOf: value)
+        let count = raw.count
+        while lineStart < count {
+            var lineEnd = lineStart
+            while lineEnd < count, raw[lineEnd] != 0x0A { lineEnd += 1 }
+            var end = lineEnd
+            if end > lineStart, raw[end - 1] == 0x0D { end -= 1 }
+            let length = end - lineStart
+            // "data:" = 64 61 74 61 3A; "event:" = 65 76 65 6E 74 3A
+            if length >= 5, raw[lineStart] == 0x64, raw[lineStart + 1] == 0x61, raw[lineStart + 2] == 0x74,
+                raw[lineStart + 3] == 0x61, raw[lineStart + 4] == 0x3A
+            {
+                var valueStart = lineStart + 5
+                if valueStart < end, raw[valueStart] == 0x20 { valueStart += 1 }
+                if !firstData { data.append(0x0A) }
+                data.append(contentsOf: UnsafeBufferPointer(rebasing: raw[valueStart..<end]))
                 firstData = false
-            } else if line.starts(with: "event:".utf8) {
-                var value = line.dropFirst(6)
-                if value.first == UInt8(ascii: " ") { value = value.dropFirst() }
-                name = String(decoding: value, as: UTF8.self)
+            } else if length >= 6, raw[lineStart] == 0x65, raw[lineStart + 1] == 0x76, raw[lineStart + 2] == 0x65,
+                raw[lineStart + 3] == 0x6E, raw[lineStart + 4] == 0x74, raw[lineStart + 5] == 0x3A
+            {
+                var valueStart = lineStart + 6
+                if valueStart < end, raw[valueStart] == 0x20 { valueStart += 1 }
+                name = String(decoding: UnsafeBufferPointer(rebasing: raw[valueStart..<end]), as: UTF8.self)
             }
+            lineStart = lineEnd + 1
         }
-        while i < raw.count {
-            if raw[i] == UInt8(ascii: "\n") {
-                handleLine(raw[lineStart..<i])
-                lineStart = i + 1
-            }
-            i += 1
-        }
-        if lineStart < raw.count { handleLine(raw[lineStart...]) }
-        return SSEEvent(raw: raw, data: data, name: name)
+        return SSEEvent(raw: Array(raw), data: data, name: name)
     }
 }

@@ -98,3 +98,30 @@ public struct UsageExtractor: Sendable {
         usage = current
     }
 }
+
+extension UsageExtractor {
+    /// `"usage"` followed by `:` and `{` (skipping whitespace): the cheap test run on every
+    /// stream event before any parsing, since every OpenAI chunk carries `"usage":null`.
+    public static func mentionsUsageObject(_ data: [UInt8]) -> Bool {
+        data.withUnsafeBufferPointer { d in
+            // "usage" with its quotes: 22 75 73 61 67 65 22
+            let n = d.count
+            var i = 0
+            while i + 7 <= n {
+                if d[i] == 0x22, d[i + 1] == 0x75, d[i + 2] == 0x73, d[i + 3] == 0x61, d[i + 4] == 0x67, d[i + 5] == 0x65,
+                    d[i + 6] == 0x22
+                {
+                    var j = i + 7
+                    while j < n, d[j] == 0x20 || d[j] == 0x0A || d[j] == 0x0D || d[j] == 0x09 { j += 1 }
+                    if j < n, d[j] == UInt8(ascii: ":") {
+                        j += 1
+                        while j < n, d[j] == 0x20 || d[j] == 0x0A || d[j] == 0x0D || d[j] == 0x09 { j += 1 }
+                        if j < n, d[j] == UInt8(ascii: "{") { return true }
+                    }
+                }
+                i += 1
+            }
+            return false
+        }
+    }
+}

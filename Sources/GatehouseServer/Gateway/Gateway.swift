@@ -472,7 +472,7 @@ struct StreamContext: Sendable {
     /// Feeds one SSE event to the usage extractor; returns `true` when it is the usage-only
     /// chunk the gateway asked for (`"choices":[]` with a `usage` object), which is hidden.
     func observe(_ event: SSEEvent, into extractor: inout UsageExtractor) -> Bool {
-        guard !event.data.isEmpty, Self.mentionsUsageObject(event.data) || dialect == .anthropic && event.name == "message_start" else {
+        guard !event.data.isEmpty, UsageExtractor.mentionsUsageObject(event.data) || dialect == .anthropic && event.name == "message_start" else {
             if dialect == .openai, extractor.model == nil, !event.data.isEmpty, event.data.first == UInt8(ascii: "{") {
                 extractor.observe(json: event.data)  // first chunk carries the model
             }
@@ -482,27 +482,6 @@ struct StreamContext: Sendable {
         extractor.observe(object: object)
         if hideUsageChunk, case .array(let choices)? = object["choices"], choices.isEmpty, case .object? = object["usage"] {
             return true
-        }
-        return false
-    }
-
-    /// `"usage"` followed by `:` and `{` (skipping whitespace): cheap test before parsing, since
-    /// every OpenAI stream chunk carries `"usage":null`.
-    static func mentionsUsageObject(_ data: [UInt8]) -> Bool {
-        let needle = Array(#""usage""#.utf8)
-        var i = 0
-        let n = data.count
-        while i + needle.count <= n {
-            if data[i] == needle[0], data[i..<(i + needle.count)].elementsEqual(needle) {
-                var j = i + needle.count
-                while j < n, data[j] == 0x20 || data[j] == 0x0A || data[j] == 0x0D || data[j] == 0x09 { j += 1 }
-                if j < n, data[j] == UInt8(ascii: ":") {
-                    j += 1
-                    while j < n, data[j] == 0x20 || data[j] == 0x0A || data[j] == 0x0D || data[j] == 0x09 { j += 1 }
-                    if j < n, data[j] == UInt8(ascii: "{") { return true }
-                }
-            }
-            i += 1
         }
         return false
     }
