@@ -1,7 +1,11 @@
-import Foundation
-
-/// A thin typed view over Foundation's `JSONSerialization`, for reading a few fields out of
-/// provider payloads without declaring `Decodable` types for every shape.
+/// A small strict JSON reader for the few fields the gateway reads out of request bodies and
+/// provider payloads (model, stream flags, usage), straight from the bytes into a typed tree.
+///
+/// Hand-written rather than `JSONSerialization`: Foundation's parser builds `NSDictionary`s that
+/// are then bridged and cast value by value, which cost more than the rest of the request's
+/// handling put together (see `Benchmarks/`). This reader follows RFC 8259 strictly (no
+/// comments, trailing commas, leading zeros, bare control characters or invalid UTF-8), is
+/// bounded in depth, and never traps on malformed input.
 public enum MiniJSON {
     public indirect enum Value: Sendable, Equatable {
         case null
@@ -27,29 +31,240 @@ public enum MiniJSON {
         }
     }
 
+    /// Deeper nesting is refused (`nil`), whatever the caller checked before.
+    public static let maxDepth = 256
+
     /// Parses a JSON object; `nil` for anything else or invalid JSON.
-    ///
-    /// Uses `JSONSerialization` (one pass, no thrown errors on the way) rather than a
-    /// `Decodable` enum, whose failed `try?` attempts per value cost more than the parse.
     public static func parseObject(_ bytes: some Collection<UInt8>) -> [String: Value]? {
-        guard !bytes.isEmpty else { return nil }
-        guard let any = try? JSONSerialization.jsonObject(with: Data(bytes), options: []),
-            let dict = any as? [String: Any]
-        else { return nil }
-        return dict.mapValues(convert)
+        if let result = bytes.withContiguousStorageIfAvailable({ parseObject(buffer: $0) }) { return result }
+        return Array(bytes).withUnsafeBufferPointer { parseObject(buffer: $0) }
     }
 
-    static func convert(_ any: Any) -> Value {
-        switch any {
-        case let s as String: return .string(s)
-        case let n as NSNumber:
-            // JSON booleans arrive as NSNumber too; their type encoding is `c`, which a JSON
-            // number never has.
-            if String(cString: n.objCType) == "c" { return .bool(n.boolValue) }
-            return .number(n.doubleValue)
-        case let a as [Any]: return .array(a.map(convert))
-        case let d as [String: Any]: return .object(d.mapValues(convert))
-        default: return .null
+    static func parseObject(buffer: UnsafeBufferPointer<UInt8>) -> [String: Value]? {
+        var reader = Reader(bytes: buffer)
+        reader.skipWhitespace()
+        guard reader.peek() == UInt8(ascii: "{"), case .object(let object)? = reader.value(depth: 0) else { return nil }
+        reader.skipWhitespace()
+        guard reader.atEnd else { return nil }
+        return object
+    }
+
+    /// Parses any JSON value (for tests and the fuzz oracles).
+    public static func parse(_ bytes: [UInt8]) -> Value? {
+        bytes.withUnsafeBufferPointer { buffer in
+            var reader = Reader(bytes: buffer)
+            reader.skipWhitespace()
+            guard let value = reader.value(depth: 0) else { return nil }
+            reader.skipWhitespace()
+            return reader.atEnd ? value : nil
+        }
+    }
+
+    struct Reader {
+        let bytes: UnsafeBufferPointer<UInt8>
+        var i = 0
+
+        var atEnd: Bool { i >= bytes.count }
+
+        @inline(__always)
+        func peek() -> UInt8? { i < bytes.count ? bytes[i] : nil }
+
+        @inline(__always)
+        mutating func skipWhitespace() {
+            while i < bytes.count {
+                let b = bytes[i]
+                guard b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 else { return }
+                i += 1
+            }
+        }
+
+        mutating func literal(_ text: StaticString) -> Bool {
+            let n = text.utf8CodeUnitCount
+            guard i + n <= bytes.count else { return false }
+            let p = text.utf8Start
+            for k in 0..<n where bytes[i + k] != p[k] { return false }
+            i += n
+            return true
+        }
+
+        mutating func value(depth: Int) -> Value? {
+            guard depth < MiniJSON.maxDepth, let b = peek() else { return nil }
+            switch b {
+            case UInt8(ascii: "{"): return object(depth: depth + 1)
+            case UInt8(ascii: "["): return array(depth: depth + 1)
+            case UInt8(ascii: "\""): return string().map(Value.string)
+            case UInt8(ascii: "t"): return literal("true") ? .bool(true) : nil
+            case UInt8(ascii: "f"): return literal("false") ? .bool(false) : nil
+            case UInt8(ascii: "n"): return literal("null") ? .null : nil
+            default: return number().map(Value.number)
+            }
+        }
+
+        mutating func object(depth: Int) -> Value? {
+            i += 1  // {
+            var members: [String: Value] = [:]
+            skipWhitespace()
+            if peek() == UInt8(ascii: "}") {
+                i += 1
+                return .object(members)
+            }
+            while true {
+                skipWhitespace()
+                guard peek() == UInt8(ascii: "\""), let key = string() else { return nil }
+                skipWhitespace()
+                guard peek() == UInt8(ascii: ":") else { return nil }
+                i += 1
+                skipWhitespace()
+                guard let member = value(depth: depth) else { return nil }
+                members[key] = member
+                skipWhitespace()
+                switch peek() {
+                case UInt8(ascii: ","): i += 1
+                case UInt8(ascii: "}"):
+                    i += 1
+                    return .object(members)
+                default: return nil
+                }
+            }
+        }
+
+        mutating func array(depth: Int) -> Value? {
+            i += 1  // [
+            var elements: [Value] = []
+            skipWhitespace()
+            if peek() == UInt8(ascii: "]") {
+                i += 1
+                return .array(elements)
+            }
+            while true {
+                skipWhitespace()
+                guard let element = value(depth: depth) else { return nil }
+                elements.append(element)
+                skipWhitespace()
+                switch peek() {
+                case UInt8(ascii: ","): i += 1
+                case UInt8(ascii: "]"):
+                    i += 1
+                    return .array(elements)
+                default: return nil
+                }
+            }
+        }
+
+        /// A string starting at the opening quote; escapes decoded, UTF-8 validated.
+        mutating func string() -> String? {
+            i += 1  // "
+            let start = i
+            // Fast path: no escapes.
+            while i < bytes.count {
+                let b = bytes[i]
+                if b == UInt8(ascii: "\"") {
+                    let text = String(validating: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
+                    i += 1
+                    return text
+                }
+                if b == UInt8(ascii: "\\") { break }
+                if b < 0x20 { return nil }
+                i += 1
+            }
+            guard i < bytes.count else { return nil }
+            var out = Array(bytes[start..<i])
+            while i < bytes.count {
+                let b = bytes[i]
+                if b == UInt8(ascii: "\"") {
+                    i += 1
+                    return String(validating: out, as: UTF8.self)
+                }
+                if b < 0x20 { return nil }
+                if b != UInt8(ascii: "\\") {
+                    out.append(b)
+                    i += 1
+                    continue
+                }
+                i += 1
+                guard let e = peek() else { return nil }
+                i += 1
+                switch e {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0C)
+                case UInt8(ascii: "n"): out.append(0x0A)
+                case UInt8(ascii: "r"): out.append(0x0D)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "u"):
+                    guard var scalar = hex4() else { return nil }
+                    if (0xD800..<0xDC00).contains(scalar) {
+                        // A high surrogate must be followed by an escaped low one.
+                        guard literal("\\u"), let low = hex4(), (0xDC00..<0xE000).contains(low) else { return nil }
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                    } else if (0xDC00..<0xE000).contains(scalar) {
+                        return nil
+                    }
+                    guard let s = Unicode.Scalar(scalar) else { return nil }
+                    out.append(contentsOf: String(Character(s)).utf8)
+                default: return nil
+                }
+            }
+            return nil
+        }
+
+        mutating func hex4() -> UInt32? {
+            guard i + 4 <= bytes.count else { return nil }
+            var v: UInt32 = 0
+            for _ in 0..<4 {
+                let b = bytes[i]
+                let d: UInt8
+                switch b {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): d = b - UInt8(ascii: "0")
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): d = b - UInt8(ascii: "a") + 10
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): d = b - UInt8(ascii: "A") + 10
+                default: return nil
+                }
+                v = v << 4 | UInt32(d)
+                i += 1
+            }
+            return v
+        }
+
+        /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+        mutating func number() -> Double? {
+            let start = i
+            var simple = true  // an integer of at most 15 digits: computed exactly, no String
+            var negative = false
+            if peek() == UInt8(ascii: "-") {
+                negative = true
+                i += 1
+            }
+            guard let first = peek(), first >= UInt8(ascii: "0"), first <= UInt8(ascii: "9") else { return nil }
+            var integer: Int64 = 0
+            var digits = 0
+            if first == UInt8(ascii: "0") {
+                i += 1
+                digits = 1
+            } else {
+                while let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") {
+                    if digits < 15 { integer = integer * 10 + Int64(d - UInt8(ascii: "0")) }
+                    digits += 1
+                    i += 1
+                }
+            }
+            if digits > 15 { simple = false }
+            if peek() == UInt8(ascii: ".") {
+                simple = false
+                i += 1
+                guard let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else { return nil }
+                while let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") { i += 1 }
+            }
+            if peek() == UInt8(ascii: "e") || peek() == UInt8(ascii: "E") {
+                simple = false
+                i += 1
+                if peek() == UInt8(ascii: "+") || peek() == UInt8(ascii: "-") { i += 1 }
+                guard let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else { return nil }
+                while let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") { i += 1 }
+            }
+            if simple { return Double(negative ? -integer : integer) }
+            let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
+            return Double(text)
         }
     }
 }

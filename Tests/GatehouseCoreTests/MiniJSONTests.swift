@@ -1,0 +1,106 @@
+import Foundation
+import GatehouseCore
+import Testing
+
+/// The gateway's JSON reader: strict RFC 8259, agrees with Foundation's parser on what is
+/// valid and on the values, bounded depth, never traps.
+@Suite("MiniJSON")
+struct MiniJSONTests {
+    static let valid: [String] = [
+        #"{}"#, #"{"a":1}"#, #" { "a" : [ 1 , 2.5 , -3e2 , true , false , null , "x" ] } "#,
+        #"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":false},"max_tokens":256}"#,
+        #"{"s":"esc \" \\ \/ \b \f \n \r \t \u00e9 \ud83d\ude00 end"}"#,
+        #"{"n":0,"m":-0,"f":0.5,"e":1E+2,"big":12345678901234567890,"neg":-9007199254740993}"#,
+        #"{"nested":{"a":{"b":{"c":[[[]]]}}}}"#, #"{"dup":1,"dup":2}"#, "{\"ü\":\"ünïcödé ✓\"}",
+        #"{"usage":{"prompt_tokens":1200,"completion_tokens":300,"total_tokens":1500}}"#,
+    ]
+    static let invalid: [String] = [
+        "", " ", "[]", "1", "\"s\"", "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{,}", "{\"a\":1 \"b\":2}",
+        "{\"a\":01}", "{\"a\":1.}", "{\"a\":.5}", "{\"a\":1e}", "{\"a\":+1}", "{\"a\":-}", "{\"a\":tru}",
+        "{\"a\":nul}", "{\"a\":\"unterminated}", "{\"a\":\"bad \\x escape\"}", "{\"a\":\"\\u12\"}",
+        "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"tab\there\"}", "{'a':1}", "{a:1}",
+        "{\"a\":1}}", "{\"a\":1} x", "{\"a\":[1,2}", "{\"a\":NaN}", "{\"a\":Infinity}", "// c\n{}",
+    ]
+
+    static func foundation(_ text: String) -> Any? {
+        try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [])
+    }
+
+    @Test(arguments: valid)
+    func acceptsValidObjects(_ text: String) throws {
+        let object = try #require(MiniJSON.parseObject(Array(text.utf8)), "refused valid JSON: \(text)")
+        let reference = try #require(Self.foundation(text) as? [String: Any])
+        #expect(Set(object.keys) == Set(reference.keys))
+    }
+
+    @Test(arguments: invalid)
+    func refusesInvalidInput(_ text: String) {
+        #expect(MiniJSON.parseObject(Array(text.utf8)) == nil, "accepted: \(text)")
+    }
+
+    @Test func invalidUTF8IsRefused() {
+        let bytes: [UInt8] = Array(#"{"a":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)
+        #expect(MiniJSON.parseObject(bytes) == nil)
+    }
+
+    @Test func valuesMatchWhatWasWritten() throws {
+        let o = try #require(MiniJSON.parseObject(Array(Self.valid[4].utf8)))
+        #expect(o["s"]?.string == "esc \" \\ / \u{08} \u{0C} \n \r \t é 😀 end")
+        let n = try #require(MiniJSON.parseObject(Array(Self.valid[5].utf8)))
+        #expect(n["n"]?.int == 0)
+        #expect(n["f"] == .number(0.5))
+        #expect(n["e"]?.int == 100)
+        #expect(n["big"] == .number(12345678901234567890))
+        #expect(n["big"]?.int == nil, "beyond exact integers")
+        let r = try #require(MiniJSON.parseObject(Array(Self.valid[3].utf8)))
+        #expect(r["model"]?.string == "gpt-4o-mini")
+        #expect(r["stream"]?.bool == true)
+        #expect(r["max_tokens"]?.int == 256)
+        if case .object(let options)? = r["stream_options"] {
+            #expect(options["include_usage"]?.bool == false)
+        } else {
+            Issue.record("stream_options is not an object")
+        }
+        #expect(try #require(MiniJSON.parseObject(Array(Self.valid[7].utf8)))["dup"]?.int == 2, "the last duplicate wins")
+    }
+
+    @Test func depthIsBoundedWithoutTrapping() {
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        #expect(MiniJSON.parseObject(Array(("{\"a\":" + deep + "}").utf8)) == nil)
+        let ok = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        #expect(MiniJSON.parseObject(Array(("{\"a\":" + ok + "}").utf8)) != nil)
+    }
+
+    @Test func agreesWithFoundationOnRandomDocuments() throws {
+        // Documents written by Foundation's encoder from random values: both parsers must read
+        // the same numbers, strings and shapes.
+        var rng = SystemRandomNumberGenerator()
+        func randomValue(_ depth: Int) -> Any {
+            switch Int.random(in: 0..<(depth > 3 ? 4 : 6), using: &rng) {
+            case 0: return Int.random(in: -1_000_000...1_000_000, using: &rng)
+            case 1: return Double.random(in: -1e6...1e6, using: &rng)
+            case 2: return String((0..<Int.random(in: 0..<12, using: &rng)).map { _ in "aé\"\\\n😀x/".randomElement(using: &rng)! })
+            case 3: return Bool.random(using: &rng)
+            case 4: return (0..<Int.random(in: 0..<4, using: &rng)).map { _ in randomValue(depth + 1) }
+            default: return Dictionary(uniqueKeysWithValues: (0..<Int.random(in: 0..<4, using: &rng)).map { ("k\($0)", randomValue(depth + 1)) })
+            }
+        }
+        func same(_ v: MiniJSON.Value, _ a: Any) -> Bool {
+            switch (v, a) {
+            case (.string(let s), let t as String): return s == t
+            case (.bool(let b), let n as NSNumber) where String(cString: n.objCType) == "c": return b == n.boolValue
+            case (.number(let d), let n as NSNumber): return d == n.doubleValue || abs(d - n.doubleValue) <= 1e-9 * abs(d)
+            case (.array(let xs), let ys as [Any]): return xs.count == ys.count && zip(xs, ys).allSatisfy { same($0, $1) }
+            case (.object(let xs), let ys as [String: Any]): return xs.count == ys.count && xs.allSatisfy { k, x in ys[k].map { same(x, $0) } ?? false }
+            default: return false
+            }
+        }
+        for _ in 0..<300 {
+            let document: [String: Any] = ["root": randomValue(0)]
+            let data = try JSONSerialization.data(withJSONObject: document, options: [])
+            let mine = try #require(MiniJSON.parseObject(Array(data)), "refused \(String(decoding: data, as: UTF8.self))")
+            let theirs = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            #expect(same(.object(mine), theirs), "differs on \(String(decoding: data, as: UTF8.self))")
+        }
+    }
+}
