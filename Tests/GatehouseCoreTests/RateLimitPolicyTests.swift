@@ -74,6 +74,10 @@ struct RateLimitPolicyTests {
         "100;w=60;u=",
         "100;w=60;s=team",  // unknown scope
         "100;w=60;s=",
+        "0.001;w=60;u=cents",  // below the smallest quota (would print in exponent form)
+        "100;=w=60",  // empty parameter name before '=' (found by Fuzz/PolicyHeader)
+        "100;==w=60",
+        "100;w=60;=u=cents",
         "1.5;w=60",  // fractional request quota
         "1.5;w=60;u=request",
         "100;w=60;",  // trailing separator

@@ -35,15 +35,15 @@ public struct RateLimitPolicy: Sendable, Equatable, Hashable {
         let parts = text.split(separator: ";", omittingEmptySubsequences: false).map {
             $0.trimmingCharacters(in: .whitespaces)
         }
-        guard let first = parts.first, let quota = Double(first), quota.isFinite, quota > 0, quota <= 1e12,
+        guard let first = parts.first, let quota = Double(first), quota.isFinite, quota >= 0.01, quota <= 1e12,
             first.allSatisfy({ $0.isNumber || $0 == "." })
-        else { throw ParseError(reason: "policy must start with a positive quota, e.g. 1000;w=3600") }
+        else { throw ParseError(reason: "policy must start with a quota between 0.01 and 1e12, e.g. 1000;w=3600") }
         var window: Int? = nil
         var unit = Unit.request
         var perUser = false
         var seen: Set<String> = []
         for part in parts.dropFirst() {
-            let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
+            let kv = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             guard kv.count == 2, !seen.contains(kv[0]) else {
                 throw ParseError(reason: "policy parameters must be w=<seconds>, u=request|cents, s=user, each at most once")
             }
