@@ -59,6 +59,7 @@ public final class AsyncHTTPUpstream: UpstreamClient {
         pool.concurrentHTTP1ConnectionsPerHostSoftLimit = max(1, connectionsPerHost)
         config.connectionPool = pool
         config.httpVersion = .http1Only
+        config.tracing.tracer = nil  // no span per request (2 % of CPU under load, for a no-op tracer)
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         self.timeouts = timeouts
     }

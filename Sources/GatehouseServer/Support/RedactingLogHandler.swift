@@ -7,6 +7,9 @@ import Logging
 public struct RedactingLogHandler: LogHandler {
     private var inner: any LogHandler
     private let redactor: Redactor
+    /// Metadata attached to a logger is kept here, raw, and redacted only when a line is
+    /// actually written (the server attaches a request id to every request's logger).
+    public var metadata: Logger.Metadata = [:]
 
     public init(_ inner: any LogHandler, redactor: Redactor = .shared) {
         self.inner = inner
@@ -23,20 +26,17 @@ public struct RedactingLogHandler: LogHandler {
         set { inner.logLevel = newValue }
     }
 
-    public var metadata: Logger.Metadata {
-        get { inner.metadata }
-        set { inner.metadata = newValue.mapValues(redact) }
-    }
-
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { inner[metadataKey: key] }
-        set { inner[metadataKey: key] = newValue.map(redact) }
+        get { metadata[key] }
+        set { metadata[key] = newValue }
     }
 
     public func log(event: LogEvent) {
         var event = event
         event.message = "\(redactor.redact(event.message.description))"
-        var metadata = event.metadata?.mapValues(redact)
+        var merged = self.metadata
+        if let own = event.metadata { merged.merge(own) { _, line in line } }
+        var metadata: Logger.Metadata? = merged.isEmpty ? nil : merged.mapValues(redact)
         if let error = event.error {
             metadata = metadata ?? [:]
             metadata?["error"] = .string(redactor.redact(String(describing: error)))
