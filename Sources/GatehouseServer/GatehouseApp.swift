@@ -111,7 +111,7 @@ public enum GatehouseApp {
         let gateway = logWriter.map {
             Gateway(
                 plane: plane, upstream: upstream, pricing: options.pricing, logWriter: $0, ledger: plane.ledger,
-                failures: failures, headTimeout: options.upstreamTimeouts.head, maxBodyBytes: options.transport.maxBodyBytes,
+                failures: failures, headTimeout: options.upstreamTimeouts.head, maxBodyBytes: options.transport.maxBodyBytes, maxJSONDepth: options.transport.maxJSONDepth,
                 logger: logger)
         }
         if let logWriter { plane.setBeforeLimitRestore { await logWriter.flush() } }

@@ -630,3 +630,18 @@ def test_provider_key_echoed_by_the_upstream_never_reaches_the_client(inst, keys
     assert_no_secret(body, "upstream error body relayed to the client")
     assert secret.encode() not in body
     assert upstream.requests[-1].credential == secret, "the upstream did get the real key (the premise)"
+
+
+def test_json_depth_limit_is_configurable(gatehouse, upstream):
+    g = gatehouse(True, "--max-json-depth", "4")
+    pk, _ = g.create_provider_key(name="depth-openai", provider="openai", base_url=upstream.base_url)
+    px = g.create_proxy_key(pk["id"], name="depth")
+    REGISTRY.add_gatehouse_key(px["key"], "proxy key (json depth)")
+    auth = {"Authorization": f"Bearer {px['key']}"}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "x": [[1]]}  # depth 3
+    r = requests.post(g.base_url + CHAT, json=body, headers=auth, verify=g.verify, timeout=10)
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    body["x"] = [[[[1]]]]  # depth 5
+    r = requests.post(g.base_url + CHAT, json=body, headers=auth, verify=g.verify, timeout=10)
+    assert_openai_error(r, 400)
+    assert "nested too deeply" in r.json()["error"]["message"]

@@ -191,7 +191,7 @@ def test_sighup_reloads_the_certificate_without_dropping_connections(gatehouse):
 @pytest.mark.parametrize("args", [
     ("--max-connections", "0"), ("--header-timeout", "0"), ("--idle-timeout", "-1"),
     ("--max-header-bytes", "10"), ("--max-body-bytes", "1"), ("--upstream-connect-timeout", "nan"),
-    ("--max-header-count", "1"),
+    ("--max-header-count", "1"), ("--max-json-depth", "1000"),
 ])
 def test_bad_transport_limits_are_refused_before_listening(gatehouse, args):
     g = gatehouse(start=False)

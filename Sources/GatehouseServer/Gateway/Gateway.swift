@@ -22,14 +22,16 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
     let failures: AuthFailureRecorder?
     let headTimeout: Duration
     let maxBodyBytes: Int
+    let maxJSONDepth: Int
     let logger: Logger
 
     public init(
         plane: ControlPlane, upstream: Client, pricing: PricingTable, logWriter: RequestLogWriter, ledger: LimitLedger,
         failures: AuthFailureRecorder? = nil, headTimeout: Duration = .seconds(600),
-        maxBodyBytes: Int = GatewayLimits.maxBodyBytes, logger: Logger
+        maxBodyBytes: Int = GatewayLimits.maxBodyBytes, maxJSONDepth: Int = GatewayLimits.maxJSONDepth, logger: Logger
     ) {
         self.maxBodyBytes = maxBodyBytes
+        self.maxJSONDepth = maxJSONDepth
         self.failures = failures
         self.ledger = ledger
         self.keyTable = plane.keyTable
@@ -103,7 +105,7 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
         } catch {
             throw .malformedBody
         }
-        let info = try RequestBodyInfo.parse(body, contentType: request.headers[.contentType])
+        let info = try RequestBodyInfo.parse(body, contentType: request.headers[.contentType], maxDepth: maxJSONDepth)
         if let allowed = key.allowedModels, !allowed.isEmpty {
             guard let model = info?.model, allowed.contains(model) else { throw .modelNotAllowed }
         }

@@ -15,14 +15,14 @@ struct RequestBodyInfo: Sendable {
 
     /// Parses `body` if it is a JSON object; `nil` for an empty body. Throws for invalid JSON
     /// when the client said it is sending JSON.
-    static func parse(_ body: ByteBuffer, contentType: String?) throws(GatewayError) -> RequestBodyInfo? {
+    static func parse(_ body: ByteBuffer, contentType: String?, maxDepth: Int = GatewayLimits.maxJSONDepth) throws(GatewayError) -> RequestBodyInfo? {
         guard body.readableBytes > 0 else { return nil }
         // Declared JSON must be JSON. Undeclared bodies (curl's default form type) are read as
         // JSON when they look like an object, and otherwise passed through unread.
         let declaredJSON = contentType.map { $0.lowercased().contains("json") } ?? false
         let firstByte = body.readableBytesView.first(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) })
         guard declaredJSON || firstByte == UInt8(ascii: "{") else { return nil }
-        guard jsonNestingDepth(body.readableBytesView) <= GatewayLimits.maxJSONDepth else {
+        guard jsonNestingDepth(body.readableBytesView) <= maxDepth else {
             throw .badJSON("nested too deeply")
         }
         guard let object = MiniJSON.parseObject(body.readableBytesView) else {

@@ -24,6 +24,8 @@ public struct TransportLimits: Sendable, Equatable {
     public var maxHeaderCount = 200
     /// The body of a gateway request (`/v1/*`); admin API bodies have their own fixed 64 KiB.
     public var maxBodyBytes = GatewayLimits.maxBodyBytes
+    /// Nesting depth of a gateway JSON body (deeper: `400` before any parser runs).
+    public var maxJSONDepth = GatewayLimits.maxJSONDepth
 
     public init() {}
 }

@@ -49,6 +49,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest gateway (/v1) request body, in bytes (larger: 413 before it is read).")
     var maxBodyBytes = TransportLimits().maxBodyBytes
 
+    @Option(help: "Deepest JSON nesting accepted in a gateway (/v1) body (deeper: 400 before parsing).")
+    var maxJsonDepth = TransportLimits().maxJSONDepth
+
     @Option(help: "Seconds to connect to a provider.")
     var upstreamConnectTimeout: Double = 5
 
@@ -67,6 +70,7 @@ struct Serve: AsyncParsableCommand {
         limits.maxHeaderBytes = maxHeaderBytes
         limits.maxHeaderCount = maxHeaderCount
         limits.maxBodyBytes = maxBodyBytes
+        limits.maxJSONDepth = maxJsonDepth
         return limits
     }
 
@@ -92,6 +96,7 @@ struct Serve: AsyncParsableCommand {
         }
         guard (1024...1_048_576).contains(maxHeaderBytes) else { throw ValidationError("--max-header-bytes must be between 1024 and 1048576") }
         guard (8...10_000).contains(maxHeaderCount) else { throw ValidationError("--max-header-count must be between 8 and 10000") }
+        guard (2...512).contains(maxJsonDepth) else { throw ValidationError("--max-json-depth must be between 2 and 512") }
         guard (1024...1_073_741_824).contains(maxBodyBytes) else { throw ValidationError("--max-body-bytes must be between 1024 and 1073741824") }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         if plainHttp {
