@@ -74,3 +74,29 @@ def module_gatehouse(gatehouse_bin, tmp_path_factory):
     instances: list[ghtest.Gatehouse] = []
     yield _factory(gatehouse_bin, tmp_path_factory, instances)
     _teardown(instances)
+
+
+@pytest.fixture(scope="module")
+def inst(module_gatehouse):
+    """The module's shared Gatehouse instance (a module may define its own instead)."""
+    return module_gatehouse()
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    """The module's fake provider (`fake_upstream.FakeUpstream`)."""
+    from fake_upstream import FakeUpstream
+
+    up = FakeUpstream().start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def upstream_stays_clean(upstream):
+    """After a test: the fake provider saw no Gatehouse key and no request without a provider
+    key. Modules that forward through the gateway use it on every test (`pytestmark`)."""
+    before = len(upstream.violations)
+    yield
+    new = upstream.violations[before:]
+    assert not new, "fake upstream violations:\n" + "\n".join(new)

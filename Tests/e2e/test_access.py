@@ -19,36 +19,17 @@ import uuid
 import pytest
 import requests
 
-from fake_upstream import FakeUpstream
 from ghtest import API_KEY_RE, OWNER_RE, REGISTRY, REQUEST_ID_HEADER, assert_error, canary_forms, poll_until
 
 LOG_TIMEOUT = 6.0
 OPEN_SETTINGS = {"api_ip_allowlist": [], "gateway_ip_allowlist": [], "trusted_proxies": []}
 
+pytestmark = pytest.mark.usefixtures("upstream_stays_clean")
+
 
 # --------------------------------------------------------------------------------------------
 # Fixtures and helpers
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    up = FakeUpstream().start()
-    yield up
-    up.stop()
-
-
-@pytest.fixture(autouse=True)
-def _upstream_stays_clean(upstream):
-    before = len(upstream.violations)
-    yield
-    new = upstream.violations[before:]
-    assert not new, "fake upstream violations:\n" + "\n".join(new)
-
-
-@pytest.fixture(scope="module")
-def inst(module_gatehouse):
-    return module_gatehouse()
 
 
 @pytest.fixture(autouse=True)

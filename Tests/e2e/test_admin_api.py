@@ -31,11 +31,6 @@ ORG_KEY_FIELDS = {"id", "kind", "name", "status", "created_at", "revoked_at"}
 
 
 @pytest.fixture(scope="module")
-def inst(module_gatehouse):
-    return module_gatehouse()
-
-
-@pytest.fixture(scope="module")
 def pk(inst):
     """A provider key shared by the proxy-key tests."""
     obj, _ = inst.create_provider_key(name="shared-openai")

@@ -27,14 +27,14 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import requests
 
 import ghtest
-from ghtest import REGISTRY, canary_forms, free_port, new_provider_secret, parse_time
+from ghtest import REGISTRY, canary_forms, free_port, parse_time
 
 VERIFY_LINE_RE = re.compile(r"sequence (\d+) \(([a-z_]+)\)")
 
@@ -232,11 +232,6 @@ COLUMNS = ["seq", "time_ms", "org_id", "actor_kind", "actor_id", "client_ip", "a
 # --------------------------------------------------------------------------------------------
 # One shared server: actions, filters, paging, export
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def inst(module_gatehouse):
-    return module_gatehouse()
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from ghtest import new_provider_secret, poll_until
 
 LIMIT = 1.0  # seconds
 POLL_FOR = 5.0  # keep polling past the limit, to report how late it was
-
-
-@pytest.fixture(scope="module")
-def inst(module_gatehouse):
-    return module_gatehouse()
 
 
 def status(inst, key) -> int:

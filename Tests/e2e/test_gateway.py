@@ -21,7 +21,6 @@ import openai._base_client as _openai_base
 import pytest
 
 import fake_upstream as fu
-from fake_upstream import FakeUpstream
 from ghtest import REGISTRY, REQUEST_ID_HEADER, canary_forms, free_port, tamper_key
 
 # The HTTP client module the SDKs are built on (`httpx`, or `httpx2` in newer SDK releases):
@@ -43,6 +42,8 @@ TOOLS = [{
     },
 }]
 
+pytestmark = pytest.mark.usefixtures("upstream_stays_clean")
+
 
 def msgs(text: str = "hello") -> list:
     return [{"role": "user", "content": text}]
@@ -51,27 +52,6 @@ def msgs(text: str = "hello") -> list:
 # --------------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    up = FakeUpstream().start()
-    yield up
-    up.stop()
-
-
-@pytest.fixture(autouse=True)
-def _upstream_stays_clean(upstream):
-    """After every test: the fake provider saw no Gatehouse key and no request without a provider key."""
-    before = len(upstream.violations)
-    yield
-    new = upstream.violations[before:]
-    assert not new, "fake upstream violations:\n" + "\n".join(new)
-
-
-@pytest.fixture(scope="module")
-def inst(module_gatehouse):
-    return module_gatehouse()
 
 
 @pytest.fixture(scope="module")

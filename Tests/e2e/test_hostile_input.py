@@ -39,17 +39,12 @@ HEALTH = "/api/health"
 CLOSE_WAIT = 2.0
 HEALTH_REQUEST = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
+pytestmark = pytest.mark.usefixtures("upstream_stays_clean")
+
 
 # --------------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    up = FakeUpstream().start()
-    yield up
-    up.stop()
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +53,6 @@ def canary():
     c = FakeUpstream().start()
     yield c
     c.stop()
-
-
-@pytest.fixture(autouse=True)
-def _upstream_stays_clean(upstream):
-    before = len(upstream.violations)
-    yield
-    new = upstream.violations[before:]
-    assert not new, "fake upstream violations:\n" + "\n".join(new)
-
-
-@pytest.fixture(scope="module")
-def inst(module_gatehouse):
-    return module_gatehouse()
 
 
 class Keys:

@@ -29,7 +29,6 @@ import pytest
 import requests
 
 import fake_upstream as fu
-from fake_upstream import FakeUpstream
 from ghtest import REQUEST_ID_HEADER, parse_time
 
 httpx = getattr(_openai_base, "httpx2", None) or getattr(_openai_base, "httpx")
@@ -45,25 +44,12 @@ MAX_TOKENS = fu.OPENAI_COMPLETION_TOKENS
 POLICY_HEADER = "Helicone-RateLimit-Policy"
 RL_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy")
 
+pytestmark = pytest.mark.usefixtures("upstream_stays_clean")
+
 
 # --------------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    up = FakeUpstream().start()
-    yield up
-    up.stop()
-
-
-@pytest.fixture(autouse=True)
-def _upstream_stays_clean(upstream):
-    before = len(upstream.violations)
-    yield
-    new = upstream.violations[before:]
-    assert not new, "fake upstream violations:\n" + "\n".join(new)
 
 
 @pytest.fixture(scope="module")

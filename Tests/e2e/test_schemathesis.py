@@ -60,7 +60,6 @@ import requests
 import schemathesis  # noqa: F401  (run as a subprocess; imported so a missing install fails loudly)
 
 import fake_upstream as fu
-from fake_upstream import FakeUpstream
 from ghtest import REGISTRY, iso_in, redact
 
 HERE = Path(__file__).resolve().parent
@@ -86,18 +85,6 @@ def _password() -> str:
 def _key_id(key: str) -> str:
     """The 12-character id embedded in a `gate_<kind>_…` key."""
     return key.split("_")[2][:12]
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    up = FakeUpstream().start()
-    yield up
-    up.stop()
-
-
-@pytest.fixture(scope="module")
-def inst(module_gatehouse):
-    return module_gatehouse()
 
 
 def _gateway(inst, key: str, path: str, body: dict, headers: dict | None = None) -> requests.Response:

@@ -13,12 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ghtest import assert_one_error_line, nonempty_lines, poll_until
-
-
-@pytest.fixture(scope="module")
-def inst(module_gatehouse):
-    return module_gatehouse()
+from ghtest import assert_one_error_line, poll_until
 
 
 def client_ctx(inst, **kw) -> ssl.SSLContext:
