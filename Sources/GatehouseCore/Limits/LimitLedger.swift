@@ -82,6 +82,14 @@ public final class LimitLedger: Sendable {
         var keys: [String: KeyState] = [:]
         /// Reservation ids, issued under the lock so that "created before/after" is exact.
         var nextID: UInt64 = 1
+
+        /// The key's state, created empty on first use.
+        mutating func keyState(_ keyID: String) -> KeyState {
+            if let existing = keys[keyID] { return existing }
+            let created = KeyState()
+            keys[keyID] = created
+            return created
+        }
     }
 
     /// What a request is expected to use at most.
@@ -205,13 +213,7 @@ public final class LimitLedger: Sendable {
         return state.withLock { ledger -> Decision in
             let id = ledger.nextID
             ledger.nextID &+= 1
-            let s: KeyState
-            if let existing = ledger.keys[keyID] {
-                s = existing
-            } else {
-                s = KeyState()
-                ledger.keys[keyID] = s
-            }
+            let s = ledger.keyState(keyID)
             s.align(with: limits, createdAt: id)
 
             // Check everything first: a request refused by one limit reserves nothing anywhere.
@@ -277,9 +279,15 @@ public final class LimitLedger: Sendable {
             }
 
             // Reserve, and find the limit with the least headroom left.
+            var tightest: Status? = nil
             var tightestRatio = Double.infinity
-            var tightestIndex = -1  // -1: none; limits.count: the policy window
-            var tightestRemaining = 0.0
+            func consider(_ window: inout Window, key: WindowKey, limit: Double) {
+                let remaining = max(0, limit - window.log.total(now: nowMs))
+                guard remaining / limit < tightestRatio else { return }
+                tightestRatio = remaining / limit
+                let reset = Int((Double(window.log.nextExpiry(now: nowMs) - nowMs) / 1000).rounded(.up))
+                tightest = Status(source: .window(key), limit: limit, remaining: remaining, resetSeconds: max(0, reset))
+            }
             for i in limits.indices {
                 let amount = Self.amount(limits[i].metric, tokens: estimate.tokens, costMicros: costMicros)
                 if limits[i].metric == .requests {
@@ -287,11 +295,7 @@ public final class LimitLedger: Sendable {
                 } else {
                     s.windows[i].log.reserve(amount: amount)
                 }
-                let remaining = max(0, limits[i].limit - s.windows[i].log.total(now: nowMs))
-                let ratio = remaining / limits[i].limit
-                if ratio < tightestRatio {
-                    (tightestRatio, tightestIndex, tightestRemaining) = (ratio, i, remaining)
-                }
+                consider(&s.windows[i], key: WindowKey(metric: limits[i].metric, windowSeconds: limits[i].windowSeconds), limit: limits[i].limit)
             }
             if let policy, let index = policyIndex {
                 if policy.unit == .request {
@@ -299,30 +303,10 @@ public final class LimitLedger: Sendable {
                 } else {
                     s.policyWindows.values[index].log.reserve(amount: policyAmount)
                 }
-                let remaining = max(0, policy.quota - s.policyWindows.values[index].log.total(now: nowMs))
-                let ratio = remaining / policy.quota
-                if ratio < tightestRatio {
-                    (tightestRatio, tightestIndex, tightestRemaining) = (ratio, limits.count, remaining)
-                }
+                let key = WindowKey(metric: s.policyWindows.values[index].metric, windowSeconds: policy.windowSeconds, policy: policy)
+                consider(&s.policyWindows.values[index], key: key, limit: policy.quota)
             }
             s.pendingIDs.insert(id)
-            var tightest: Status? = nil
-            if tightestIndex >= 0 {
-                let key: WindowKey
-                let limit: Double
-                let expiry: Int64
-                if tightestIndex < limits.count {
-                    key = WindowKey(metric: limits[tightestIndex].metric, windowSeconds: limits[tightestIndex].windowSeconds)
-                    limit = limits[tightestIndex].limit
-                    expiry = s.windows[tightestIndex].log.nextExpiry(now: nowMs)
-                } else {
-                    key = WindowKey(metric: s.policyWindows.values[policyIndex!].metric, windowSeconds: policy!.windowSeconds, policy: policy)
-                    limit = policy!.quota
-                    expiry = s.policyWindows.values[policyIndex!].log.nextExpiry(now: nowMs)
-                }
-                let reset = Int((Double(expiry - nowMs) / 1000).rounded(.up))
-                tightest = Status(source: .window(key), limit: limit, remaining: tightestRemaining, resetSeconds: max(0, reset))
-            }
             if let b = budgetStatus, b.remaining / max(b.limit, 1e-12) < tightestRatio { tightest = b }
             return .admitted(
                 Reservation(id: id, state: s, policyKey: policyKey, budgetMicros: budgetMicros, budgeted: budget != nil, estimate: estimate),
@@ -388,13 +372,7 @@ public final class LimitLedger: Sendable {
     public func restore(keyID: String, limits: [RateLimit], budget: Budget?, spentMicros: Int64, history: [HistoryEntry], now: Date = Date()) {
         let nowMs = Self.milliseconds(now)
         state.withLock { ledger in
-            let s: KeyState
-            if let existing = ledger.keys[keyID] {
-                s = existing
-            } else {
-                s = KeyState()
-                ledger.keys[keyID] = s
-            }
+            let s = ledger.keyState(keyID)
             s.align(with: limits, createdAt: ledger.nextID)
             for i in limits.indices {
                 s.windows[i].log.clearSettled()

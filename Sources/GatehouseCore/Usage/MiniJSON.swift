@@ -49,17 +49,6 @@ public enum MiniJSON {
         return object
     }
 
-    /// Parses any JSON value (for tests and the fuzz oracles).
-    public static func parse(_ bytes: [UInt8]) -> Value? {
-        bytes.withUnsafeBufferPointer { buffer in
-            var reader = Reader(bytes: buffer)
-            reader.skipWhitespace()
-            guard let value = reader.value(depth: 0) else { return nil }
-            reader.skipWhitespace()
-            return reader.atEnd ? value : nil
-        }
-    }
-
     struct Reader {
         let bytes: UnsafeBufferPointer<UInt8>
         var i = 0

@@ -77,10 +77,6 @@ public struct SSEEventSplitter: Sendable {
         return overflowed ? SSEEvent(raw: pending, data: [], name: nil) : pending.withUnsafeBufferPointer { Self.parse($0) }
     }
 
-    static func parse(_ raw: [UInt8]) -> SSEEvent {
-        raw.withUnsafeBufferPointer { parse($0) }
-    }
-
     /// The `data:` lines joined with `\n`, and the `event:` name, of one event's bytes.
     static func parse(_ raw: UnsafeBufferPointer<UInt8>) -> SSEEvent {
         var data: [UInt8] = []

@@ -43,9 +43,5 @@ public final class ProviderSecretCache: Sendable {
         }
     }
 
-    func removeAll() {
-        entries.withLock { $0.removeAll() }
-    }
-
     var count: Int { entries.withLock { $0.count } }
 }
