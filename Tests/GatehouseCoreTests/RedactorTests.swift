@@ -79,4 +79,13 @@ struct RedactorTests {
         _ = try MasterKeyring.parse("1:\(b64)\n", source: "test")
         #expect(Redactor.shared.redact("leak \(b64)") == "leak \(Redactor.marker)")
     }
+
+    @Test func aKnownSecretIsRemovedFromAnyBytes() {
+        let secret = Array("sk-live-0123456789".utf8)
+        let body = Array(#"{"message":"bad key sk-live-0123456789, ""#.utf8) + [0xFF, 0x00] + secret + Array("x\"}".utf8)
+        let out = Redactor.removing(secret, from: body)
+        #expect(out == Array(#"{"message":"bad key [redacted], ""#.utf8) + [0xFF, 0x00] + Array("[redacted]x\"}".utf8))
+        #expect(Redactor.removing(secret, from: Array("nothing here".utf8)) == Array("nothing here".utf8))
+        #expect(Redactor.removing(Array("short".utf8), from: Array("a short body".utf8)) == Array("a short body".utf8), "secrets under 8 bytes are never matched")
+    }
 }

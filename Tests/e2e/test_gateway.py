@@ -21,7 +21,7 @@ import openai._base_client as _openai_base
 import pytest
 
 import fake_upstream as fu
-from ghtest import REGISTRY, REQUEST_ID_HEADER, canary_forms, free_port, tamper_key
+from ghtest import REGISTRY, REQUEST_ID_HEADER, assert_no_secret, assert_openai_error, free_port, tamper_key
 
 # The HTTP client module the SDKs are built on (`httpx`, or `httpx2` in newer SDK releases):
 # the SDKs only accept an `http_client` of their own module's Client class.
@@ -124,29 +124,12 @@ def an(inst, tls):
 # --------------------------------------------------------------------------------------------
 
 
-def assert_no_canary(data: bytes, where: str) -> None:
-    for c in REGISTRY.secrets_of("provider", "master"):
-        for name, form in canary_forms(c.value):
-            assert form not in data, f"{where} contains {c.label} [{c.preview}] as {name}"
-
-
 def assert_gateway_headers(headers, where: str) -> None:
     rid = headers.get(REQUEST_ID_HEADER)
     assert rid, f"{where}: no {REQUEST_ID_HEADER} header (headers: {sorted(headers.keys())})"
     oh = headers.get(OVERHEAD_HEADER)
     assert oh is not None, f"{where}: no {OVERHEAD_HEADER} header (headers: {sorted(headers.keys())})"
     assert float(oh) >= 0, f"{where}: bad {OVERHEAD_HEADER}: {oh!r}"
-
-
-def assert_openai_error(resp, status: int) -> dict:
-    assert resp.status_code == status, f"expected {status}, got {resp.status_code}: {resp.text[:300]}"
-    body = resp.json()
-    assert isinstance(body, dict) and isinstance(body.get("error"), dict), f"not the OpenAI error shape: {body}"
-    err = body["error"]
-    for field in ("message", "type", "code"):
-        assert isinstance(err.get(field), str) and err[field], f"error.{field} missing or empty: {body}"
-    assert_no_canary(resp.content, f"{status} error body")
-    return err
 
 
 def chat_body(model: str = PRICED_OPENAI, **extra) -> dict:
@@ -716,7 +699,7 @@ def test_provider_error_passes_through(inst, http, tls, keys, upstream, provider
     assert r.status_code == status, r.text
     assert r.json() == expected
     assert r.content == fu._dumps(expected), "the provider's error body was not passed through byte for byte"
-    assert_no_canary(r.content, "provider error body")
+    assert_no_secret(r.content, "provider error body")
     assert_gateway_headers(r.headers, "provider error")
     if provider == "openai":
         with pytest.raises(openai.RateLimitError if status == 429 else openai.BadRequestError):

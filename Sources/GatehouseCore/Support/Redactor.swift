@@ -63,6 +63,30 @@ public final class Redactor: Sendable {
         isTokenByte(b) || b == 0x2B || b == 0x2F || b == 0x3D
     }
 
+    /// `bytes` with every occurrence of one known `secret` replaced by the marker: exact, at any
+    /// position, in any bytes (not only text). For a body that may quote the very key that was
+    /// sent with its request (a provider's error answer).
+    public static func removing(_ secret: [UInt8], from bytes: [UInt8]) -> [UInt8] {
+        guard secret.count >= 8, bytes.count >= secret.count, let first = secret.first else { return bytes }
+        var out: [UInt8] = []
+        var i = 0
+        var copied = 0
+        while i + secret.count <= bytes.count {
+            if bytes[i] == first, bytes[i..<(i + secret.count)].elementsEqual(secret) {
+                if out.isEmpty { out.reserveCapacity(bytes.count) }
+                out.append(contentsOf: bytes[copied..<i])
+                out.append(contentsOf: marker.utf8)
+                i += secret.count
+                copied = i
+            } else {
+                i += 1
+            }
+        }
+        guard copied > 0 else { return bytes }
+        out.append(contentsOf: bytes[copied...])
+        return out
+    }
+
     // MARK: Patterns
 
     static let gatePrefix = Array("gate_".utf8)

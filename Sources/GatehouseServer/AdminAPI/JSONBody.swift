@@ -17,12 +17,9 @@ struct JSONBody {
     static func read(_ request: Request, allowed: Set<String>) async throws -> JSONBody {
         var request = request
         let buffer: ByteBuffer
-        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > AdminLimits.maxBodyBytes {
-            throw GatehouseError.payloadTooLarge(limit: AdminLimits.maxBodyBytes)  // before reading any of it
-        }
         do {
-            buffer = try await request.collectBody(upTo: AdminLimits.maxBodyBytes)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
+            buffer = try await request.collectBody(limit: AdminLimits.maxBodyBytes)
+        } catch .tooLarge {
             throw GatehouseError.payloadTooLarge(limit: AdminLimits.maxBodyBytes)
         } catch {
             throw GatehouseError.malformedBody

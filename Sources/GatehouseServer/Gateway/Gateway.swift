@@ -94,13 +94,9 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
         // 3. What: the body, read once and bounded.
         var request = request
         var body: ByteBuffer
-        // Refused before reading anything when the declared length is already too much.
-        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maxBodyBytes {
-            throw .payloadTooLarge(limit: maxBodyBytes)
-        }
         do {
-            body = try await request.collectBody(upTo: maxBodyBytes)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
+            body = try await request.collectBody(limit: maxBodyBytes)
+        } catch .tooLarge {
             throw .payloadTooLarge(limit: maxBodyBytes)
         } catch {
             throw .malformedBody
@@ -330,28 +326,6 @@ struct StreamContext: Sendable {
     /// Error bodies up to this size are scrubbed whole; past it, chunk by chunk.
     static let maxScrubbedBodyBytes = 1024 * 1024
 
-    /// `bytes` with every occurrence of `secret` replaced by the redaction marker.
-    static func scrub(_ bytes: [UInt8], secret: [UInt8]) -> [UInt8] {
-        guard secret.count >= 8, bytes.count >= secret.count, let first = secret.first else { return bytes }
-        var out: [UInt8] = []
-        var i = 0
-        var copied = 0
-        while i + secret.count <= bytes.count {
-            if bytes[i] == first, bytes[i..<(i + secret.count)].elementsEqual(secret) {
-                if out.isEmpty { out.reserveCapacity(bytes.count) }
-                out.append(contentsOf: bytes[copied..<i])
-                out.append(contentsOf: Redactor.marker.utf8)
-                i += secret.count
-                copied = i
-            } else {
-                i += 1
-            }
-        }
-        guard copied > 0 else { return bytes }
-        out.append(contentsOf: bytes[copied...])
-        return out
-    }
-
     func pump<Body: AsyncSequence>(_ body: Body, into out: inout any ResponseBodyWriter) async throws
     where Body.Element == ByteBuffer {
         var extractor = UsageExtractor(dialect: dialect)
@@ -423,7 +397,7 @@ struct StreamContext: Sendable {
                     if held.count + view.count <= Self.maxScrubbedBodyBytes {
                         held.append(contentsOf: view)
                     } else {
-                        let part = Self.scrub(held + Array(view), secret: secret)
+                        let part = Redactor.removing(secret, from: held + Array(view))
                         held = []
                         capture(part)
                         try await out.write(ByteBuffer(bytes: part))
@@ -448,7 +422,7 @@ struct StreamContext: Sendable {
                 }
             }
             if let secret = scrubSecret, !held.isEmpty {
-                let part = Self.scrub(held, secret: secret)
+                let part = Redactor.removing(secret, from: held)
                 capture(part)
                 try await out.write(ByteBuffer(bytes: part))
             }
