@@ -77,8 +77,6 @@ final class ConnectionGate: Sendable {
     }
 
     func release() { open.subtract(1, ordering: .relaxed) }
-
-    var count: Int { open.load(ordering: .relaxed) }
 }
 
 /// Every accepted connection goes through here: the connection cap, then (with TLS) the
