@@ -17,6 +17,8 @@ public struct ServeOptions: Sendable {
     public var plainHTTP = false
     public var pricing: PricingTable = .shipped
     public var upstreamTimeouts = UpstreamTimeouts()
+    /// Trusted for providers' HTTPS besides the system's roots.
+    public var upstreamRoots: [NIOSSLCertificate] = []
     public var transport = TransportLimits()
 
     public init() {}
@@ -33,17 +35,12 @@ public struct ServeOptions: Sendable {
 /// Builds the HTTP application: router, middleware and transport.
 public enum GatehouseApp {
     /// The router with every route; used by the server and by in-process tests.
-    public static func buildRouter(plane: ControlPlane) -> Router<GatehouseRequestContext> {
-        buildRouter(plane: plane, gateway: Optional<Gateway<AsyncHTTPUpstream>>.none)
-    }
-
-    /// The router with the gateway (`/v1/*`) in front of the admin API.
-    public static func buildRouter<Client: UpstreamClient>(
-        plane: ControlPlane, gateway: Gateway<Client>?, failures: AuthFailureRecorder? = nil, https: Bool = false
+    /// (The gateway, `/v1/*`, is not a route: ``GatewayHandler`` answers it in front of the router.)
+    public static func buildRouter(
+        plane: ControlPlane, failures: AuthFailureRecorder? = nil, https: Bool = false
     ) -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self)
         if https { router.add(middleware: HSTSMiddleware()) }
-        if let gateway { router.add(middleware: gateway) }
         let catalog = RouteCatalog()
         catalog.add(.get, "/api/health")
         catalog.add(.get, "/api/openapi.yaml")
@@ -103,22 +100,21 @@ public enum GatehouseApp {
         plane: ControlPlane, options: ServeOptions, tls: TLSContextSource?, logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) throws -> some ApplicationProtocol {
-        let upstream = AsyncHTTPUpstream(timeouts: options.upstreamTimeouts, connectionsPerHost: options.transport.maxConnections)
         let logWriter: RequestLogWriter? = (plane.store as? any RequestLogStore).map {
             RequestLogWriter(store: $0, keyTable: plane.keyTable, logger: logger)
         }
         let failures = AuthFailureRecorder(store: plane.store, logger: logger)
-        let gateway = logWriter.map {
-            Gateway(
-                plane: plane, upstream: upstream, pricing: options.pricing, logWriter: $0, ledger: plane.ledger,
-                failures: failures, headTimeout: options.upstreamTimeouts.head, maxBodyBytes: options.transport.maxBodyBytes, maxJSONDepth: options.transport.maxJSONDepth,
-                logger: logger)
+        let gateway = try logWriter.map {
+            try GatewayEngine(
+                plane: plane, pricing: options.pricing, logWriter: $0, failures: failures, timeouts: options.upstreamTimeouts,
+                maxBodyBytes: options.transport.maxBodyBytes, maxJSONDepth: options.transport.maxJSONDepth,
+                upstreamRoots: options.upstreamRoots, https: tls != nil, logger: logger)
         }
         if let logWriter { plane.setBeforeLimitRestore { await logWriter.flush() } }
-        let router = buildRouter(plane: plane, gateway: gateway, failures: failures, https: tls != nil)
+        let router = buildRouter(plane: plane, failures: failures, https: tls != nil)
         let limits = options.transport
         let server = HTTPServerBuilder { responder in
-            GatehouseChannel(responder: responder, tls: tls, limits: limits)
+            GatehouseChannel(responder: responder, tls: tls, limits: limits, gateway: gateway)
         }
         var app = Application(
             router: router,
@@ -130,9 +126,10 @@ public enum GatehouseApp {
             logger: logger
         )
         app.addServices(
-            ChangeFollower(plane: plane, logger: logger), UpstreamClientService(upstream: upstream), failures,
+            ChangeFollower(plane: plane, logger: logger), failures,
             AuditCheckpointer(plane: plane, logger: logger))
         if let logWriter { app.addServices(logWriter) }
+        if let gateway { app.addServices(UpstreamPoolService(connector: gateway.connector)) }
         if let tls { app.addServices(CertificateReloader(source: tls, logger: logger)) }
         return app
     }

@@ -101,6 +101,35 @@ struct MiniJSONTests {
             let mine = try #require(MiniJSON.parseObject(Array(data)), "refused \(String(decoding: data, as: UTF8.self))")
             let theirs = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
             #expect(same(.object(mine), theirs), "differs on \(String(decoding: data, as: UTF8.self))")
+            #expect(MiniJSON.parseObject(Array(data), keeping: ["root"]) == mine)
+            #expect(MiniJSON.parseObject(Array(data), keeping: ["other"]) == [:], "skipping refused a valid document")
         }
+    }
+
+    /// Keeping some top-level members accepts exactly the documents the full parse accepts and
+    /// yields exactly its values for those members.
+    @Test func keepingAgreesWithTheFullParse() throws {
+        func check(_ bytes: [UInt8], keys: Set<String>) {
+            let full = MiniJSON.parseObject(bytes)
+            let kept = MiniJSON.parseObject(bytes, keeping: keys)
+            #expect(kept == full.map { $0.filter { keys.contains($0.key) } }, "differs on \(String(decoding: bytes, as: UTF8.self))")
+        }
+        let inputs = (Self.valid + Self.invalid).map { Array($0.utf8) } + [
+            Array(#"{"a":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8),  // invalid UTF-8 in a skipped string
+            Array(#"{"skip":["#.utf8) + Array(#""\ud800\u0041""#.utf8) + Array("]}".utf8),  // lone surrogate, skipped
+            Array(#"{"skip":{"k":[1,{"x":"\u00e9\ud83d\ude00"}]},"model":"m"}"#.utf8),
+        ]
+        for input in inputs {
+            for keys: Set<String> in [[], ["a"], ["model", "usage"], ["s", "n", "nested", "dup"]] { check(input, keys: keys) }
+        }
+        // Random prefixes of valid documents are mostly invalid: both parsers must agree.
+        for text in Self.valid {
+            let bytes = Array(text.utf8)
+            for cut in 0..<bytes.count { check(Array(bytes[..<cut]), keys: ["a", "model"]) }
+        }
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        check(Array(("{\"skip\":" + deep + "}").utf8), keys: ["a"])
+        let ok = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        #expect(MiniJSON.parseObject(Array(("{\"skip\":" + ok + ",\"a\":1}").utf8), keeping: ["a"]) == ["a": .number(1)])
     }
 }

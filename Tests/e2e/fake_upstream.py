@@ -22,6 +22,11 @@ Behaviour by model name (the ``model`` field of the JSON body):
   second ``FakeUpstream`` used as a canary; default: ``/v1/redirect-target`` on this one).
 - ``echo-key-model``: 401 whose JSON body quotes the credential it received, whole (a hostile
   or careless provider); the gateway must not pass the provider key on to its client.
+- ``head-delay-model``: waits ``HEAD_DELAY`` seconds before answering at all (a provider that
+  thinks long before its first byte).
+- ``drop-model`` (streamed): sends the response head and the first event, then closes the
+  connection without ending the stream.
+- ``close-model``: a normal answer with ``Connection: close``, then the connection is closed.
 - anything else: a normal answer; the response's ``model`` echoes the requested one.
 
 Other paths: ``GET /v1/models``; ``GET|POST /v1/redirect`` answers ``302`` to
@@ -36,6 +41,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import ssl
 import struct
 import threading
 import time
@@ -67,6 +73,10 @@ ERROR_MODEL = "error-model"
 BAD_REQUEST_MODEL = "bad-request-model"
 ECHO_KEY_MODEL = "echo-key-model"
 SLOW_DELAY = 1.6  # seconds between writes of a slow stream
+HEAD_DELAY_MODEL = "head-delay-model"
+HEAD_DELAY = 2.0  # seconds before a head-delay-model answer starts
+DROP_MODEL = "drop-model"
+CLOSE_MODEL = "close-model"
 
 REDIRECT_PATH = "/v1/redirect"
 REDIRECT_TARGET_PATH = "/v1/redirect-target"
@@ -152,7 +162,8 @@ class _Server(ThreadingHTTPServer):
 class FakeUpstream:
     """The fake provider. ``with FakeUpstream() as up: up.base_url ...``."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Optional[tuple] = None) -> None:
+        """`tls`: (certificate file, key file) to serve HTTPS as ``https://localhost:<port>``."""
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self.violations: list[str] = []
@@ -163,6 +174,11 @@ class FakeUpstream:
         self.server.daemon_threads = True
         self.server.fake = self  # type: ignore[attr-defined]
         self.port = self.server.server_address[1]
+        self.tls = tls is not None
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self._thread: Optional[threading.Thread] = None
         # Writes that failed because the peer (the gateway) went away mid-stream.
         self.aborted_streams = 0
@@ -170,7 +186,7 @@ class FakeUpstream:
     # lifecycle --------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://localhost:{self.port}" if self.tls else f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "FakeUpstream":
         self._thread = threading.Thread(target=self.server.serve_forever, name="fake-upstream", daemon=True)
@@ -439,6 +455,21 @@ class _Handler(BaseHTTPRequestHandler):
             return
         model = str(body.get("model") or "")
         if self._openai_error(model):
+            return
+        if model == HEAD_DELAY_MODEL:
+            time.sleep(HEAD_DELAY)
+        if model == CLOSE_MODEL:
+            self.close_connection = True
+            self._send_json(200, {"id": "chatcmpl-close", "object": "chat.completion", "created": int(time.time()),
+                                  "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": OPENAI_TEXT}}],
+                                  "usage": self._openai_usage()}, extra={"Connection": "close"})
+            return
+        if model == DROP_MODEL:
+            self._start_stream()
+            self._chunk(b'data: {"id":"chatcmpl-drop","object":"chat.completion.chunk","choices":[]}\n\n')
+            self.close_connection = True
+            self.connection.shutdown(2)
             return
         if model.startswith(REDIRECT_MODEL_PREFIX) and model[len(REDIRECT_MODEL_PREFIX):].isdigit():
             location = self.fake.redirect_location or f"http://127.0.0.1:{self.fake.port}{REDIRECT_TARGET_PATH}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json as jsonlib
 import os
 import re
@@ -229,6 +230,36 @@ def new_master_key_b64(label: str = "test master key") -> str:
 # --------------------------------------------------------------------------------------------
 # Small utilities
 # --------------------------------------------------------------------------------------------
+
+
+def write_self_signed(cert: Path, key: Path, common_name: str = "gatehouse-test", dns: tuple = (),
+                      ips: tuple = ("127.0.0.1",)) -> str:
+    """Writes a fresh P-256 self-signed certificate (valid one day) and its key, each replaced
+    atomically; returns the SHA-256 (hex) of the certificate's DER."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import datetime
+    import ipaddress
+
+    pk = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(pk.public_key())
+         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+         .not_valid_after(now + datetime.timedelta(days=1))
+         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+         .sign(pk, hashes.SHA256()))
+    tmp_key, tmp_cert = key.with_suffix(".tmp-key"), cert.with_suffix(".tmp-cert")
+    tmp_key.write_bytes(pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+    os.chmod(tmp_key, 0o600)
+    tmp_cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp_key, key)
+    os.replace(tmp_cert, cert)
+    return hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def free_port() -> int:

@@ -19,9 +19,11 @@ import anthropic
 import openai
 import openai._base_client as _openai_base
 import pytest
+import requests
 
 import fake_upstream as fu
-from ghtest import REGISTRY, REQUEST_ID_HEADER, assert_no_secret, assert_openai_error, free_port, tamper_key
+from ghtest import (REGISTRY, REQUEST_ID_HEADER, RawTLS, assert_no_secret, assert_one_error_line, assert_openai_error, free_port,
+                    poll_until, tamper_key, write_self_signed)
 
 # The HTTP client module the SDKs are built on (`httpx`, or `httpx2` in newer SDK releases):
 # the SDKs only accept an `http_client` of their own module's Client class.
@@ -789,6 +791,207 @@ def test_client_disconnect_mid_stream(inst, http, tls, keys, upstream):
     r = http.post("/v1/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {px['key']}"})
     assert r.status_code == 200, r.text
     assert inst.api("GET", "/api/health", key=None).status_code == 200
+
+
+# --------------------------------------------------------------------------------------------
+# The engine: request order on a connection, provider connections, upstream timeouts
+# --------------------------------------------------------------------------------------------
+
+
+def _raw_post(path: str, key: str, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+def test_pipelined_requests_are_answered_in_order(inst, keys, upstream):
+    """Gateway and admin requests written back to back on one connection (HTTP/1.1 pipelining)
+    come back in order, each whole: the gateway holds a later request until the router has
+    answered an earlier one, and the other way round."""
+    px = keys.proxy()
+    health = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    models = f"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {px['key']}\r\n\r\n".encode()
+    n0 = upstream.count()
+    with RawTLS(inst) as c:
+        c.send(health + _raw_post("/v1/chat/completions", px["key"], chat_body(fu.SLOW_MODEL, stream=True)) + health
+               + _raw_post("/v1/chat/completions", px["key"], chat_body()) + models + health)
+        got = c.responses(6, timeout=15)
+    assert [r.status_code for r in got] == [200] * 6, [(r.status_code, r.text[:200]) for r in got]
+    assert got[0].json() == {"status": "ok"} and got[2].json() == {"status": "ok"} and got[5].json() == {"status": "ok"}
+    assert got[1].headers["content-type"].startswith("text/event-stream")
+    assert "".join(fu.SLOW_PIECES) in "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in got[1].text.splitlines() if line.startswith("data: {") and json.loads(line[6:])["choices"])
+    assert got[3].json()["choices"][0]["message"]["content"] == fu.OPENAI_TEXT
+    assert got[4].json()["object"] == "list"
+    ids = [got[i].headers.get(REQUEST_ID_HEADER) for i in (1, 3, 4)]
+    assert all(ids) and len(set(ids)) == 3, ids
+    assert [(r.method, r.path) for r in upstream.since(n0)] == [
+        ("POST", "/v1/chat/completions"), ("POST", "/v1/chat/completions"), ("GET", "/v1/models")]
+    wait_rows(inst, px["id"], 3)
+
+
+def test_keep_alive_connection_alternates_gateway_and_router(inst, http, keys, upstream):
+    px = keys.proxy()
+    auth = {"Authorization": f"Bearer {px['key']}"}
+    for i in range(10):
+        r = http.post("/v1/chat/completions", json=chat_body(), headers=auth)
+        assert r.status_code == 200, r.text
+        assert inst.api("GET", "/api/health", key=None).status_code == 200
+        r = http.get("/api/health")
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
+    wait_rows(inst, px["id"], 10)
+
+
+def test_provider_closing_its_connection_each_time(inst, http, keys, upstream):
+    """A provider that answers `Connection: close`: its connection is never reused."""
+    px = keys.proxy()
+    for _ in range(3):
+        r = http.post("/v1/chat/completions", json=chat_body(fu.CLOSE_MODEL), headers={"Authorization": f"Bearer {px['key']}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == fu.OPENAI_TEXT
+    rows = wait_rows(inst, px["id"], 3)
+    assert all(row["status"] == 200 and row["prompt_tokens"] == fu.OPENAI_PROMPT_TOKENS for row in rows), rows
+
+
+def test_provider_dropping_the_stream_ends_the_clients(inst, tls, keys, upstream):
+    """The provider closes mid-stream: the client's response is cut short (its connection is
+    closed, never a clean end), the row says `stream_interrupted`, and the next call works."""
+    px = keys.proxy()
+    with httpx.Client(base_url=inst.base_url, verify=tls, timeout=10.0) as c:
+        with c.stream("POST", "/v1/chat/completions", json=chat_body(fu.DROP_MODEL, stream=True),
+                      headers={"Authorization": f"Bearer {px['key']}"}) as r:
+            assert r.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                for _ in r.iter_raw():
+                    pass
+        r = c.post("/v1/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {px['key']}"})
+        assert r.status_code == 200, r.text
+    rows = wait_rows(inst, px["id"], 2)
+    assert rows[0]["error"] == "stream_interrupted" and rows[0]["status"] == 200, rows[0]
+    assert rows[1]["error"] is None, rows[1]
+
+
+def test_client_leaving_mid_stream_closes_the_provider_connection(inst, tls, keys, upstream):
+    px = keys.proxy()
+    aborted = upstream.aborted_streams
+    with httpx.Client(base_url=inst.base_url, verify=tls, timeout=30.0) as c:
+        with c.stream("POST", "/v1/chat/completions", json=chat_body(fu.SLOW_MODEL, stream=True),
+                      headers={"Authorization": f"Bearer {px['key']}"}) as r:
+            assert r.status_code == 200
+            assert b"data:" in next(r.iter_raw())
+    # The fake notices at its next write (one SLOW_DELAY later).
+    assert poll_until(lambda: upstream.aborted_streams > aborted, timeout=2 * fu.SLOW_DELAY + 2), \
+        "the provider's stream was not cut when the client left"
+    [row] = wait_rows(inst, px["id"], 1)
+    assert row["error"] == "stream_interrupted", row
+
+
+def _timeout_instance(gatehouse, upstream, tmp_path, *flags):
+    pricing = tmp_path / "pricing.json"
+    pricing.write_text(json.dumps({"models": {m: {"input": 1.0, "output": 2.0}
+                                              for m in (PRICED_OPENAI, fu.HEAD_DELAY_MODEL, fu.SLOW_MODEL)}}))
+    g = gatehouse(True, "--pricing", str(pricing), *flags)
+    pk, _ = g.create_provider_key(name="timeouts", provider="openai", base_url=upstream.base_url)
+    px = g.create_proxy_key(pk["id"], name="timeouts", budget={"limit_usd": 5, "period": "month"})
+    REGISTRY.add_gatehouse_key(px["key"], "proxy key (upstream timeouts)")
+    return g, px
+
+
+def test_upstream_head_timeout_is_504(gatehouse, tmp_path):
+    """A provider that does not start answering within --upstream-head-timeout: 504, logged,
+    nothing spent. (Its own fake provider: the module's checks every credential the shared one
+    saw against the module's keys.)"""
+    with fu.FakeUpstream() as upstream:
+        g, px = _timeout_instance(gatehouse, upstream, tmp_path, "--upstream-head-timeout", "0.5")
+        auth = {"Authorization": f"Bearer {px['key']}"}
+        t0 = time.monotonic()
+        r = requests.post(g.base_url + "/v1/chat/completions", json=chat_body(fu.HEAD_DELAY_MODEL), headers=auth,
+                          verify=g.verify, timeout=10)
+        elapsed = time.monotonic() - t0
+        assert_openai_error(r, 504)
+        assert r.json()["error"]["code"] == "upstream_timeout"
+        assert 0.4 < elapsed < fu.HEAD_DELAY, f"504 after {elapsed:.2f}s"
+        r = requests.post(g.base_url + "/v1/chat/completions", json=chat_body(), headers=auth, verify=g.verify, timeout=10)
+        assert r.status_code == 200, r.text
+        rows = wait_rows(g, px["id"], 2)
+        assert (rows[0]["status"], rows[0]["error"]) == (504, "upstream_timeout"), rows[0]
+        # Nothing spent on the timed-out call: the key's spend is exactly the second call's cost.
+        assert rows[1]["cost_usd"] > 0, rows[1]
+        spent = g.api("GET", f"/api/proxy-keys/{px['id']}").json()["spent_usd"]
+        assert abs(spent - rows[1]["cost_usd"]) < 1e-6, (spent, rows[1]["cost_usd"])
+
+
+def test_upstream_read_timeout_ends_the_stream(gatehouse, tmp_path):
+    """A stream whose provider goes quiet for longer than --upstream-read-timeout is ended:
+    the client's connection is closed after what had arrived, and the row says so."""
+    with fu.FakeUpstream() as upstream:
+        g, px = _timeout_instance(gatehouse, upstream, tmp_path, "--upstream-read-timeout", "0.5")
+        t0 = time.monotonic()
+        received = b""
+        with httpx.Client(base_url=g.base_url, verify=ssl.create_default_context(cafile=str(g.verify)), timeout=10.0) as c:
+            with c.stream("POST", "/v1/chat/completions", json=chat_body(fu.SLOW_MODEL, stream=True),
+                          headers={"Authorization": f"Bearer {px['key']}"}) as r:
+                assert r.status_code == 200
+                with pytest.raises(httpx.RemoteProtocolError):
+                    for part in r.iter_raw():
+                        received += part
+        elapsed = time.monotonic() - t0
+        assert fu.SLOW_PIECES[0].encode() in received and fu.SLOW_PIECES[1].encode() not in received, received
+        assert elapsed < fu.SLOW_DELAY, f"the stream ended after {elapsed:.2f}s"
+        [row] = wait_rows(g, px["id"], 1)
+        assert row["error"] == "stream_interrupted", row
+
+
+def test_https_provider(gatehouse, tmp_path):
+    """A provider over HTTPS: its certificate is verified — chain (the system's roots plus
+    `--upstream-ca-file`) and host name (SNI `localhost`) — before the provider key is sent."""
+    cert, key = tmp_path / "provider.pem", tmp_path / "provider.key"
+    write_self_signed(cert, key, common_name="localhost", dns=("localhost",), ips=())
+    with fu.FakeUpstream(tls=(cert, key)) as up:
+        trusted = gatehouse(True, "--upstream-ca-file", str(cert))
+        untrusted = gatehouse(True)
+        for g in (trusted, untrusted):
+            pk, _ = g.create_provider_key(name="https", provider="openai", base_url=up.base_url)
+            wrong_name, _ = g.create_provider_key(name="https-ip", provider="openai",
+                                                  base_url=f"https://127.0.0.1:{up.port}")
+            g.px = g.create_proxy_key(pk["id"], name="https")
+            g.px_wrong_name = g.create_proxy_key(wrong_name["id"], name="https-ip")
+            REGISTRY.add_gatehouse_key(g.px["key"], "proxy key (https provider)")
+            REGISTRY.add_gatehouse_key(g.px_wrong_name["key"], "proxy key (https provider, wrong name)")
+
+        def post(g, px, body):
+            return requests.post(g.base_url + "/v1/chat/completions", json=body,
+                                 headers={"Authorization": f"Bearer {px['key']}"}, verify=g.verify, timeout=10)
+
+        n0 = up.count()
+        r = post(trusted, trusted.px, chat_body())
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == fu.OPENAI_TEXT
+        r = post(trusted, trusted.px, chat_body(stream=True))
+        assert r.status_code == 200 and "data: [DONE]" in r.text, r.text[:300]
+        assert len(up.since(n0)) == 2
+        # Verification is on: a certificate nobody vouches for, or one for another name, is a 502
+        # and the provider never sees a request (so never the provider key).
+        for g, px in ((untrusted, untrusted.px), (trusted, trusted.px_wrong_name)):
+            r = post(g, px, chat_body())
+            assert_openai_error(r, 502)
+            assert r.json()["error"]["code"] == "upstream_unreachable"
+        assert len(up.since(n0)) == 2, [c.path for c in up.since(n0)]
+        assert up.violations == [], up.violations
+        [row] = wait_rows(untrusted, untrusted.px["id"], 1)
+        assert (row["status"], row["error"]) == (502, "upstream_unreachable"), row
+
+
+def test_upstream_ca_file_must_hold_certificates(gatehouse, tmp_path):
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("not a certificate\n")
+    for path in (bad, tmp_path / "missing.pem"):
+        res = gatehouse(start=False).serve_expect_exit("--upstream-ca-file", str(path))
+        assert res.rc in (1, 2), f"rc={res.rc}\n{res.stderr}"
+        assert "initialised" not in res.stdout, "refused only after creating an installation"
+        assert "CA certificate" in assert_one_error_line(res.stderr), res.stderr
+        assert not res.port_opened
 
 
 def test_no_gatehouse_key_ever_reached_the_provider(upstream, keys):

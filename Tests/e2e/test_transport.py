@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ghtest import assert_one_error_line, poll_until
+from ghtest import assert_one_error_line, poll_until, write_self_signed
 
 
 def client_ctx(inst, **kw) -> ssl.SSLContext:
@@ -123,29 +123,7 @@ def _health_over(sock) -> bytes:
 
 def _new_self_signed(cert: Path, key: Path) -> str:
     """Writes a fresh P-256 certificate for 127.0.0.1; returns its SHA-256 (hex of DER)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    import datetime
-    import ipaddress
-
-    pk = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "reloaded")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(pk.public_key())
-         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-         .not_valid_after(now + datetime.timedelta(days=1))
-         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-         .sign(pk, hashes.SHA256()))
-    tmp_key, tmp_cert = key.with_suffix(".tmp-key"), cert.with_suffix(".tmp-cert")
-    tmp_key.write_bytes(pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
-    os.chmod(tmp_key, 0o600)
-    tmp_cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp_key, key)
-    os.replace(tmp_cert, cert)
-    return hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return write_self_signed(cert, key, common_name="reloaded")
 
 
 def test_sighup_reloads_the_certificate_without_dropping_connections(gatehouse):

@@ -73,13 +73,16 @@ public struct PricingTable: Sendable, Equatable {
     /// `claude-3-5-sonnet-20241022` → `claude-3-5-sonnet`).
     public func price(for model: String) -> Price? {
         if let p = models[model] { return p }
-        var best: (String, Price)? = nil
-        for (name, price) in models where model.hasPrefix(name + "-") {
-            let suffix = model.dropFirst(name.count + 1)
-            guard Self.isVersionSuffix(suffix) else { continue }
-            if best == nil || name.count > best!.0.count { best = (name, price) }
+        // The longest priced name that the model extends with a version suffix: try the model
+        // cut at each `-`, from the right (one lookup per dash, not a scan of the table).
+        var end = model.endIndex
+        while let dash = model[..<end].lastIndex(of: "-") {
+            if let price = models[String(model[..<dash])], Self.isVersionSuffix(model[model.index(after: dash)...]) {
+                return price
+            }
+            end = dash
         }
-        return best?.1
+        return nil
     }
 
     /// `latest`, a date `YYYY-MM-DD` or `YYYYMMDD`, or an OpenAI snapshot `MMDD` (`gpt-4-0613`).

@@ -40,8 +40,17 @@ public enum MiniJSON {
         return Array(bytes).withUnsafeBufferPointer { parseObject(buffer: $0) }
     }
 
-    static func parseObject(buffer: UnsafeBufferPointer<UInt8>) -> [String: Value]? {
+    /// Like ``parseObject(_:)`` — the same documents are valid — but only the top-level members
+    /// named in `keys` are kept; every other value is checked and skipped without being built
+    /// (a chat request's `messages`, a completion's `choices`).
+    public static func parseObject(_ bytes: some Collection<UInt8>, keeping keys: Set<String>) -> [String: Value]? {
+        if let result = bytes.withContiguousStorageIfAvailable({ parseObject(buffer: $0, keeping: keys) }) { return result }
+        return Array(bytes).withUnsafeBufferPointer { parseObject(buffer: $0, keeping: keys) }
+    }
+
+    static func parseObject(buffer: UnsafeBufferPointer<UInt8>, keeping keys: Set<String>? = nil) -> [String: Value]? {
         var reader = Reader(bytes: buffer)
+        reader.keep = keys
         reader.skipWhitespace()
         guard reader.peek() == UInt8(ascii: "{"), case .object(let object)? = reader.value(depth: 0) else { return nil }
         reader.skipWhitespace()
@@ -52,6 +61,8 @@ public enum MiniJSON {
     struct Reader {
         let bytes: UnsafeBufferPointer<UInt8>
         var i = 0
+        /// When set, the top-level members to build (the others are skipped).
+        var keep: Set<String>? = nil
 
         var atEnd: Bool { i >= bytes.count }
 
@@ -104,8 +115,12 @@ public enum MiniJSON {
                 guard peek() == UInt8(ascii: ":") else { return nil }
                 i += 1
                 skipWhitespace()
-                guard let member = value(depth: depth) else { return nil }
-                members[key] = member
+                if depth == 1, let keep, !keep.contains(key) {
+                    guard skip(depth: depth) else { return nil }
+                } else {
+                    guard let member = value(depth: depth) else { return nil }
+                    members[key] = member
+                }
                 skipWhitespace()
                 switch peek() {
                 case UInt8(ascii: ","): i += 1
@@ -138,6 +153,98 @@ public enum MiniJSON {
                 default: return nil
                 }
             }
+        }
+
+        /// Checks one value as ``value(depth:)`` would, without building it.
+        mutating func skip(depth: Int) -> Bool {
+            guard depth < MiniJSON.maxDepth, let b = peek() else { return false }
+            switch b {
+            case UInt8(ascii: "{"):
+                i += 1
+                skipWhitespace()
+                if peek() == UInt8(ascii: "}") {
+                    i += 1
+                    return true
+                }
+                while true {
+                    skipWhitespace()
+                    guard peek() == UInt8(ascii: "\""), skipString() else { return false }
+                    skipWhitespace()
+                    guard peek() == UInt8(ascii: ":") else { return false }
+                    i += 1
+                    skipWhitespace()
+                    guard skip(depth: depth + 1) else { return false }
+                    skipWhitespace()
+                    switch peek() {
+                    case UInt8(ascii: ","): i += 1
+                    case UInt8(ascii: "}"):
+                        i += 1
+                        return true
+                    default: return false
+                    }
+                }
+            case UInt8(ascii: "["):
+                i += 1
+                skipWhitespace()
+                if peek() == UInt8(ascii: "]") {
+                    i += 1
+                    return true
+                }
+                while true {
+                    skipWhitespace()
+                    guard skip(depth: depth + 1) else { return false }
+                    skipWhitespace()
+                    switch peek() {
+                    case UInt8(ascii: ","): i += 1
+                    case UInt8(ascii: "]"):
+                        i += 1
+                        return true
+                    default: return false
+                    }
+                }
+            case UInt8(ascii: "\""): return skipString()
+            case UInt8(ascii: "t"): return literal("true")
+            case UInt8(ascii: "f"): return literal("false")
+            case UInt8(ascii: "n"): return literal("null")
+            default: return number() != nil
+            }
+        }
+
+        /// Checks a string as ``string()`` would (escapes, surrogate pairs, control characters,
+        /// UTF-8), without building it. Escapes are ASCII, so the raw bytes are valid UTF-8
+        /// exactly when the decoded string is.
+        mutating func skipString() -> Bool {
+            i += 1  // "
+            let start = i
+            var ascii = true
+            while i < bytes.count {
+                let b = bytes[i]
+                if b == UInt8(ascii: "\"") {
+                    let valid = ascii || String(validating: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self) != nil
+                    i += 1
+                    return valid
+                }
+                if b < 0x20 { return false }
+                if b >= 0x80 { ascii = false }
+                i += 1
+                guard b == UInt8(ascii: "\\") else { continue }
+                guard let e = peek() else { return false }
+                i += 1
+                switch e {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                    UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    continue
+                case UInt8(ascii: "u"):
+                    guard let scalar = hex4() else { return false }
+                    if (0xD800..<0xDC00).contains(scalar) {
+                        guard literal("\\u"), let low = hex4(), (0xDC00..<0xE000).contains(low) else { return false }
+                    } else if (0xDC00..<0xE000).contains(scalar) {
+                        return false
+                    }
+                default: return false
+                }
+            }
+            return false
         }
 
         /// A string starting at the opening quote; escapes decoded, UTF-8 validated.

@@ -40,9 +40,12 @@ public struct UsageExtractor: Sendable {
 
     /// Feeds a complete JSON document (a non-streaming body or one SSE `data:` payload).
     public mutating func observe(json bytes: some Collection<UInt8>) {
-        guard let object = MiniJSON.parseObject(bytes) else { return }
+        guard let object = MiniJSON.parseObject(bytes, keeping: Self.topLevelKeys) else { return }
         observe(object: object)
     }
+
+    /// The top-level members ``observe(object:)`` reads, in either dialect.
+    static let topLevelKeys: Set<String> = ["model", "usage", "response", "message"]
 
     public mutating func observe(object: [String: MiniJSON.Value]) {
         switch dialect {

@@ -163,9 +163,11 @@ public struct AdminAuthMiddleware: RouterMiddleware {
     /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
     static func bearerToken(_ header: String?) -> Substring? {
         guard let header else { return nil }
-        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        let token = parts[1].drop(while: { $0 == " " })
+        let rest = header.drop(while: { $0 == " " })
+        guard let space = rest.firstIndex(of: " ") else { return nil }
+        // The scheme, case-insensitively (ASCII letters only: `| 0x20` lowercases them).
+        guard rest[..<space].utf8.elementsEqual("bearer".utf8, by: { $0 | 0x20 == $1 }) else { return nil }
+        let token = rest[rest.index(after: space)...].drop(while: { $0 == " " })
         return token.isEmpty ? nil : token
     }
 }

@@ -1,79 +1,77 @@
 import Foundation
 import GatehouseCore
 import HTTPTypes
-import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
+import NIOSSL
+import Synchronization
 
-/// The data plane: `ANY /v1/*`, one request top to bottom.
-///
-/// authenticate (memory) → authorize (IP, model) → read the body once → swap in the provider
-/// key → forward → stream the response back while reading usage → enqueue the log entry.
-/// Nothing here waits on the database.
-public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
-    public typealias Context = GatehouseRequestContext
-
+/// The data plane's decisions for `ANY /v1/*`, free of I/O: who is calling and from where
+/// (at the request head), what they may send and what it may cost (once the body is read),
+/// and what is recorded of the answer. ``GatewayHandler`` does the I/O on the connection's
+/// event loop; nothing here waits on the database or on another thread.
+public final class GatewayEngine: Sendable {
     let keyTable: KeyTable
     let plane: ControlPlane
-    let upstream: Client
     let pricing: PricingTable
     let logWriter: RequestLogWriter
     let ledger: LimitLedger
     let failures: AuthFailureRecorder?
-    let headTimeout: Duration
+    let timeouts: UpstreamTimeouts
     let maxBodyBytes: Int
     let maxJSONDepth: Int
+    /// `Strict-Transport-Security` on every answer (the server speaks TLS).
+    let https: Bool
     let logger: Logger
+    let connector: UpstreamConnector
+    private let targets = Mutex<[String: UpstreamTarget]>([:])
 
     public init(
-        plane: ControlPlane, upstream: Client, pricing: PricingTable, logWriter: RequestLogWriter, ledger: LimitLedger,
-        failures: AuthFailureRecorder? = nil, headTimeout: Duration = .seconds(600),
-        maxBodyBytes: Int = GatewayLimits.maxBodyBytes, maxJSONDepth: Int = GatewayLimits.maxJSONDepth, logger: Logger
-    ) {
-        self.maxBodyBytes = maxBodyBytes
-        self.maxJSONDepth = maxJSONDepth
-        self.failures = failures
-        self.ledger = ledger
+        plane: ControlPlane, pricing: PricingTable, logWriter: RequestLogWriter, failures: AuthFailureRecorder? = nil,
+        timeouts: UpstreamTimeouts = UpstreamTimeouts(), maxBodyBytes: Int = GatewayLimits.maxBodyBytes,
+        maxJSONDepth: Int = GatewayLimits.maxJSONDepth, upstreamRoots: [NIOSSLCertificate] = [], https: Bool, logger: Logger
+    ) throws {
         self.keyTable = plane.keyTable
         self.plane = plane
-        self.upstream = upstream
         self.pricing = pricing
         self.logWriter = logWriter
-        self.headTimeout = headTimeout
+        self.ledger = plane.ledger
+        self.failures = failures
+        self.timeouts = timeouts
+        self.maxBodyBytes = maxBodyBytes
+        self.maxJSONDepth = maxJSONDepth
+        self.https = https
         self.logger = logger
+        self.connector = try UpstreamConnector(timeouts: timeouts, extraRoots: upstreamRoots)
     }
 
-    public func handle(
-        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
-    ) async throws -> Response {
-        let path = request.uri.path
-        guard path.hasPrefix("/v1/") else { return try await next(request, context) }
-        let started = ContinuousClock.now
-        do {
-            return try await forward(request, path: path, context: context, started: started)
-        } catch {
-            // Everything before a gateway error was Gatehouse's own time (upstream failures
-            // report their own overhead, below).
-            var response = error.response(requestID: context.requestID)
-            response.headers[.gatehouseOverheadMs] = GatewayHTTP.msText(ContinuousClock.now - started)
-            return response
-        }
+    static func isGatewayPath(_ path: String) -> Bool { path.utf8.starts(with: "/v1/".utf8) }
+
+    /// What is known once a request head is accepted.
+    struct Admission {
+        let key: GateKeyRecord
+        let providerKey: ProviderKeyRecord
+        let clientIP: String
+        let path: String
+        let query: Substring?
     }
 
-    func forward(_ request: Request, path: String, context: Context, started: ContinuousClock.Instant) async throws(GatewayError) -> Response {
-        let startedAt = Date()
-
-        // 1. Who: a live proxy key, checked in memory.
-        guard let token = GatewayHTTP.credential(request.headers) else {
-            failures?.record(plane: "gateway", reason: .missing, key: nil, clientIP: context.clientIP)
+    /// Stage 1, at the request head: a live proxy key (in memory), the org's and the key's IP
+    /// allowlists on the client address (`X-Forwarded-For` believed only from the org's trusted
+    /// proxies), a safe path, and a declared body length within bounds.
+    func admit(_ head: HTTPRequest, peer: IPAddress?, now: Date) throws(GatewayError) -> Admission {
+        let headers = head.headerFields
+        guard let token = GatewayHTTP.credential(headers) else {
+            failures?.record(plane: "gateway", reason: .missing, key: nil, clientIP: peer?.description ?? "")
             throw .unauthenticated
         }
-        let (result, genuine) = keyTable.authenticateDetailed(token, now: startedAt)
+        let (result, genuine) = keyTable.authenticateDetailed(token, now: now)
         guard case .success(let key) = result, key.kind == .proxy else {
             if case .failure(let reason) = result {
-                failures?.record(plane: "gateway", reason: reason, key: genuine, clientIP: context.clientIP)
+                failures?.record(plane: "gateway", reason: reason, key: genuine, clientIP: peer?.description ?? "")
             } else {
-                failures?.record(plane: "gateway", reason: .unknownKey, key: nil, clientIP: context.clientIP)
+                failures?.record(plane: "gateway", reason: .unknownKey, key: nil, clientIP: peer?.description ?? "")
             }
             throw .unauthenticated
         }
@@ -81,63 +79,86 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
         guard let providerKeyID = key.providerKeyID, let providerKey = snapshot.providerKeys[providerKeyID] else {
             throw .unauthenticated
         }
-
-        // 2. From where: the org's gateway allowlist and the key's own, on the client address
-        //    (X-Forwarded-For believed only from the org's trusted proxies).
         let network = snapshot.networkPolicies[key.orgID] ?? NetworkPolicy()
-        let client = network.clientAddress(peer: context.peerAddress, headers: request.headers)
+        let client = network.clientAddress(peer: peer, headers: headers)
         guard network.gatewayAllowlist.permits(client) else { throw .forbiddenIP }
         guard snapshot.keyAllowlists[key.id]?.permits(client) ?? true else { throw .forbiddenIP }
-        let clientIP = client?.description ?? ""
-        guard GatewayHTTP.isSafePath(path) else { throw .badPath }
-
-        // 3. What: the body, read once and bounded.
-        var request = request
-        var body: ByteBuffer
-        do {
-            body = try await request.collectBody(limit: maxBodyBytes)
-        } catch .tooLarge {
-            throw .payloadTooLarge(limit: maxBodyBytes)
-        } catch {
-            throw .malformedBody
+        let target = head.path ?? "/"
+        let path: String
+        let query: Substring?
+        if let mark = target.firstIndex(of: "?") {
+            path = String(target[..<mark])
+            query = target[target.index(after: mark)...]
+        } else {
+            path = target
+            query = nil
         }
-        let info = try RequestBodyInfo.parse(body, contentType: request.headers[.contentType], maxDepth: maxJSONDepth)
+        guard GatewayHTTP.isSafePath(path) else { throw .badPath }
+        if let declared = headers[.contentLength].flatMap(Int.init), declared > maxBodyBytes {
+            throw .payloadTooLarge(limit: maxBodyBytes)
+        }
+        return Admission(key: key, providerKey: providerKey, clientIP: client?.description ?? "", path: path, query: query)
+    }
+
+    /// Everything needed to forward one request and account for its answer.
+    struct Prepared {
+        let target: UpstreamTarget
+        let method: String
+        /// Path and query as sent upstream (the base URL's path prefix included).
+        let uri: String
+        let headers: [(String, String)]
+        let body: ByteBuffer?
+        let secret: String
+        let dialect: UsageDialect
+        let hideUsageChunk: Bool
+        let captureResponse: Bool
+        let requestedModel: String?
+        let pending: PendingRequestLog
+        let reservation: LimitLedger.Reservation?
+        let tightest: LimitLedger.Status?
+    }
+
+    /// Stage 2, with the whole body: the JSON it claims to be, the key's model list, limits
+    /// reserved at their worst case (or refused), the provider key from the vault cache.
+    func prepare(
+        _ admission: Admission, head: HTTPRequest, body original: ByteBuffer, requestID: String, startedAt: Date
+    ) throws(GatewayError) -> Prepared {
+        let key = admission.key
+        let providerKey = admission.providerKey
+        let headers = head.headerFields
+        var body = original
+        let info = try RequestBodyInfo.parse(body, contentType: headers[.contentType], maxDepth: maxJSONDepth)
         if let allowed = key.allowedModels, !allowed.isEmpty {
             guard let model = info?.model, allowed.contains(model) else { throw .modelNotAllowed }
         }
         let adapter = ProviderAdapter(provider: providerKey.provider)
         var hideUsageChunk = false
-        if let info, adapter.wantsIncludeUsage(path: path, info: info) {
+        if let info, adapter.wantsIncludeUsage(path: admission.path, info: info) {
             body = RequestBodyInfo.addingIncludeUsage(to: body)
             hideUsageChunk = true
         }
+        guard let baseURL = providerKey.baseURL ?? providerKey.provider.defaultBaseURL, let target = self.target(baseURL) else {
+            throw .internalError
+        }
 
-        guard let baseURL = providerKey.baseURL ?? providerKey.provider.defaultBaseURL else { throw .internalError }
-
-        // 4. Limits: reserve the worst case, or refuse.
-        let metadata = RequestMetadata(headers: request.headers)
+        let metadata = RequestMetadata(headers: headers)
         let userID = metadata.userID ?? info?.user
-        let limits = try reserveLimits(key: key, info: info, bodyBytes: body.readableBytes, userID: userID, headers: request.headers, now: startedAt)
+        let limits = try reserveLimits(key: key, info: info, bodyBytes: body.readableBytes, userID: userID, headers: headers, now: startedAt)
 
-        // 5. The provider key, only in memory.
         let secret: String
         do { secret = try plane.providerSecret(for: providerKey) } catch {
             logger.error("provider key failed to decrypt", metadata: ["provider_key_id": "\(providerKey.id)"])
             limits.reservation.map { ledger.settle($0, actual: .init(tokens: 0, costMicros: 0)) }
             throw .internalError
         }
-        var url = baseURL + path
-        if let query = request.uri.query, !query.isEmpty { url += "?" + query }
-        let upstreamRequest = UpstreamRequest(
-            url: url, method: request.method.rawValue,
-            headers: GatewayHTTP.forwardHeaders(request.headers, adapter: adapter, secret: secret),
-            body: body.readableBytes > 0 ? body : nil, headTimeout: headTimeout)
-
-        var log = RequestLogRecord(
-            id: context.requestID, orgID: key.orgID, proxyKeyID: key.id, providerKeyID: providerKey.id,
-            provider: providerKey.provider.rawValue, model: info?.model, method: request.method.rawValue, path: path,
+        var uri = target.pathPrefix + admission.path
+        if let query = admission.query, !query.isEmpty { uri += "?" + query }
+        let method = head.method.rawValue
+        let log = RequestLogRecord(
+            id: requestID, orgID: key.orgID, proxyKeyID: key.id, providerKeyID: providerKey.id,
+            provider: providerKey.provider.rawValue, model: info?.model, method: method, path: admission.path,
             status: 0, streamed: info?.stream ?? false, userHash: nil, userSealed: nil, propertiesSealed: nil,
-            clientIP: clientIP, startedAt: startedAt, latencyMs: 0, timeToFirstTokenMs: nil, overheadMs: 0,
+            clientIP: admission.clientIP, startedAt: startedAt, latencyMs: 0, timeToFirstTokenMs: nil, overheadMs: 0,
             promptTokens: nil, completionTokens: nil, cachedTokens: nil, costMicros: nil, error: nil,
             requestBodySealed: nil, responseBodySealed: nil)
         var properties = metadata.properties
@@ -145,50 +166,23 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
         let pending = PendingRequestLog(
             record: log, userID: userID, properties: properties,
             requestBody: metadata.omitRequest ? nil : body, responseBody: nil)
+        return Prepared(
+            target: target, method: method, uri: uri,
+            headers: GatewayHTTP.forwardHeaders(headers, adapter: adapter, secret: secret),
+            body: body.readableBytes > 0 ? body : nil, secret: secret, dialect: adapter.dialect,
+            hideUsageChunk: hideUsageChunk, captureResponse: !metadata.omitResponse, requestedModel: info?.model,
+            pending: pending, reservation: limits.reservation, tightest: limits.tightest)
+    }
 
-        // 6. Forward.
-        let beforeUpstream = ContinuousClock.now
-        let response: UpstreamResponse<Client.Body>
-        do {
-            response = try await upstream.execute(upstreamRequest)
-        } catch {
-            let timedOut = GatewayHTTP.isTimeout(error)
-            log.status = timedOut ? 504 : 502
-            log.error = timedOut ? "upstream_timeout" : "upstream_unreachable"
-            log.latencyMs = GatewayHTTP.ms(ContinuousClock.now - started)
-            log.overheadMs = GatewayHTTP.ms(beforeUpstream - started)
-            var failed = pending
-            failed.record = log
-            logWriter.enqueue(failed)
-            limits.reservation.map { ledger.settle($0, actual: .init(tokens: 0, costMicros: 0)) }
-            let error: GatewayError = timedOut ? .upstreamTimeout : .upstreamUnreachable
-            var response = error.response(requestID: context.requestID)
-            response.headers[.gatehouseOverheadMs] = GatewayHTTP.msText(beforeUpstream - started)
-            return response
+    /// A stored base URL, parsed once.
+    func target(_ baseURL: String) -> UpstreamTarget? {
+        if let known = targets.withLock({ $0[baseURL] }) { return known }
+        guard let parsed = UpstreamTarget(baseURL: baseURL) else { return nil }
+        targets.withLock {
+            if $0.count >= 4096 { $0.removeAll() }
+            $0[baseURL] = parsed
         }
-        let headReceived = ContinuousClock.now
-
-        // 7. Stream the answer back, reading usage on the way.
-        let isSSE = response.headers.contains { $0.0.lowercased() == "content-type" && $0.1.lowercased().hasPrefix("text/event-stream") }
-        // An error body is checked for the provider key before the client sees it (a provider or
-        // a hostile upstream may echo the credential it was sent).
-        let scrub = response.status >= 400 && !isSSE ? Array(secret.utf8) : nil
-        var headers = GatewayHTTP.responseHeaders(response.headers, dropLength: (hideUsageChunk && isSSE) || scrub != nil)
-        headers[.gatehouseRequestID] = context.requestID
-        limits.tightest?.apply(to: &headers)
-        let preOverhead = beforeUpstream - started
-        headers[.gatehouseOverheadMs] = GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived))
-        let streamState = StreamContext(
-            started: started, headReceived: headReceived, preOverhead: preOverhead, isSSE: isSSE,
-            hideUsageChunk: hideUsageChunk, captureResponse: !metadata.omitResponse, dialect: adapter.dialect,
-            requestedModel: info?.model, status: response.status, pending: pending, pricing: pricing, writer: logWriter,
-            ledger: ledger, reservation: limits.reservation, scrubSecret: scrub)
-        let upstreamBody = response.body
-        return Response(
-            status: .init(code: response.status), headers: headers,
-            body: ResponseBody { writer in
-                try await streamState.pump(upstreamBody, into: &writer)
-            })
+        return parsed
     }
 
     /// Checks and reserves the key's rate limits, budget and the client's
@@ -214,6 +208,189 @@ public struct Gateway<Client: UpstreamClient>: RouterMiddleware {
         case .rateLimited(let status, let retry): throw .rateLimited(status, retryAfterSeconds: retry)
         case .budgetExhausted(let status, let retry): throw .budgetExhausted(status, retryAfterSeconds: retry)
         }
+    }
+}
+
+/// One provider answer on its way to the client: response headers, usage read from the body
+/// (SSE events or the JSON document), the usage-only chunk the gateway asked for hidden, an
+/// error body scrubbed of the provider key, and — however the exchange ends — the limits
+/// settled and the log entry queued, exactly once. Used on one event loop, never shared.
+final class ResponseProcessor {
+    let engine: GatewayEngine
+    let prepared: GatewayEngine.Prepared
+    let started: ContinuousClock.Instant
+    private(set) var preOverhead: Duration = .zero
+    private(set) var status = 0
+    private(set) var isSSE = false
+    private var scrubSecret: [UInt8]? = nil
+    private var extractor: UsageExtractor
+    private var splitter = SSEEventSplitter()
+    private var captured: [UInt8] = []
+    private var capturedAll = true
+    private var held: [UInt8] = []
+    private var firstChunkAt: ContinuousClock.Instant? = nil
+    private(set) var recorded = false
+
+    /// Error bodies up to this size are scrubbed whole; past it, chunk by chunk.
+    static let maxScrubbedBodyBytes = 1024 * 1024
+
+    init(engine: GatewayEngine, prepared: GatewayEngine.Prepared, started: ContinuousClock.Instant) {
+        self.engine = engine
+        self.prepared = prepared
+        self.started = started
+        self.extractor = UsageExtractor(dialect: prepared.dialect)
+    }
+
+    /// The request is about to leave for the provider: everything until now was Gatehouse's time.
+    func sending() { preOverhead = ContinuousClock.now - started }
+
+    /// The client's response head for the provider's.
+    func head(status: Int, upstreamHeaders: HTTPHeaders, requestID: String) -> HTTPResponse {
+        let headReceived = ContinuousClock.now
+        self.status = status
+        isSSE = upstreamHeaders.first(name: "content-type").map { $0.utf8.count >= 17 && $0.prefix(17).lowercased() == "text/event-stream" } ?? false
+        // An error body is checked for the provider key before the client sees it (a provider or
+        // a hostile upstream may echo the credential it was sent).
+        if status >= 400 && !isSSE { scrubSecret = Array(prepared.secret.utf8) }
+        var headers = GatewayHTTP.responseHeaders(upstreamHeaders, dropLength: (prepared.hideUsageChunk && isSSE) || scrubSecret != nil)
+        headers[.gatehouseRequestID] = requestID
+        if engine.https { headers[.strictTransportSecurity] = HSTSMiddleware.value }
+        prepared.tightest?.apply(to: &headers)
+        headers[.gatehouseOverheadMs] = GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived))
+        return HTTPResponse(status: .init(code: status), headerFields: headers)
+    }
+
+    /// One chunk of the provider's body; `emit` receives what the client gets.
+    func body(_ chunk: ByteBuffer, emit: (ByteBuffer) -> Void) {
+        if firstChunkAt == nil { firstChunkAt = .now }
+        let view = chunk.readableBytesView
+        if let secret = scrubSecret {
+            // Held whole (up to a bound), so a secret split across chunks is still found; the
+            // log captures what the client got.
+            if held.count + view.count <= Self.maxScrubbedBodyBytes {
+                held.append(contentsOf: view)
+            } else {
+                let part = Redactor.removing(secret, from: held + Array(view))
+                held = []
+                capture(part)
+                emit(ByteBuffer(bytes: part))
+            }
+        } else if isSSE {
+            let events = splitter.feed(view)
+            if prepared.hideUsageChunk {
+                for event in events {
+                    if observe(event) { continue }
+                    capture(event.raw)
+                    emit(ByteBuffer(bytes: event.raw))
+                }
+            } else {
+                capture(view)
+                emit(chunk)
+                for event in events { _ = observe(event) }
+            }
+        } else {
+            capture(view)
+            emit(chunk)
+        }
+    }
+
+    /// The provider's body ended: the rest is emitted, then the exchange is recorded (before
+    /// the client sees the end of the response: whoever reads the spend, or stops the server,
+    /// after a response has completed finds it recorded).
+    func end(emit: (ByteBuffer) -> Void) {
+        if let secret = scrubSecret, !held.isEmpty {
+            let part = Redactor.removing(secret, from: held)
+            held = []
+            capture(part)
+            emit(ByteBuffer(bytes: part))
+        }
+        if isSSE, let rest = splitter.finish() {
+            let usageOnly = observe(rest)
+            if prepared.hideUsageChunk && !usageOnly {
+                capture(rest.raw)
+                emit(ByteBuffer(bytes: rest.raw))
+            }
+        }
+        record(failure: nil)
+    }
+
+    /// The provider could not be reached or did not answer in time: nothing was spent.
+    func unreachable(timedOut: Bool) {
+        guard !recorded else { return }
+        recorded = true
+        var entry = prepared.pending
+        entry.record.status = timedOut ? 504 : 502
+        entry.record.error = timedOut ? "upstream_timeout" : "upstream_unreachable"
+        entry.record.latencyMs = GatewayHTTP.ms(ContinuousClock.now - started)
+        entry.record.overheadMs = GatewayHTTP.ms(preOverhead)
+        engine.logWriter.enqueue(entry)
+        prepared.reservation.map { engine.ledger.settle($0, actual: .init(tokens: 0, costMicros: 0)) }
+    }
+
+    /// Settles the reservation and queues the log entry, once. Unknown usage on a success is
+    /// settled at the reservation (never under-count spend); a provider error costs nothing.
+    func record(failure: String?) {
+        guard !recorded else { return }
+        recorded = true
+        if !isSSE, capturedAll { extractor.observe(json: captured) }
+        var record = prepared.pending.record
+        record.status = status
+        record.latencyMs = GatewayHTTP.ms(ContinuousClock.now - started)
+        record.overheadMs = GatewayHTTP.ms(preOverhead)
+        record.timeToFirstTokenMs = firstChunkAt.map { GatewayHTTP.ms($0 - started) }
+        if let model = extractor.model ?? prepared.requestedModel { record.model = model }
+        if let usage = extractor.usage {
+            record.promptTokens = usage.promptTokens
+            record.completionTokens = usage.completionTokens
+            record.cachedTokens = usage.cachedTokens
+            record.costMicros = engine.pricing.costMicros(model: record.model, usage: usage)
+        }
+        record.error = status >= 400 ? failure ?? "upstream_status_\(status)" : failure
+        if let reservation = prepared.reservation {
+            let actual: LimitLedger.Actual =
+                if let usage = extractor.usage {
+                    .init(tokens: usage.promptTokens + usage.completionTokens, costMicros: record.costMicros ?? 0)
+                } else if status >= 400 {
+                    .init(tokens: 0, costMicros: 0)
+                } else {
+                    .init(tokens: reservation.estimate.tokens, costMicros: reservation.estimate.costMicros ?? 0)
+                }
+            engine.ledger.settle(reservation, actual: actual)
+            if extractor.usage == nil, status < 400 {
+                record.costMicros = record.costMicros ?? reservation.estimate.costMicros
+            }
+        }
+        var entry = prepared.pending
+        entry.record = record
+        if prepared.captureResponse { entry.responseBody = captured }
+        engine.logWriter.enqueue(entry)
+    }
+
+    private func capture(_ bytes: some Collection<UInt8>) {
+        guard capturedAll else { return }
+        if captured.count + bytes.count <= GatewayLimits.maxCapturedResponseBytes {
+            captured.append(contentsOf: bytes)
+        } else {
+            capturedAll = false
+        }
+    }
+
+    /// Feeds one SSE event to the usage extractor; returns `true` when it is the usage-only
+    /// chunk the gateway asked for (`"choices":[]` with a `usage` object), which is hidden.
+    private func observe(_ event: SSEEvent) -> Bool {
+        let dialect = prepared.dialect
+        guard !event.data.isEmpty, UsageExtractor.mentionsUsageObject(event.data) || dialect == .anthropic && event.name == "message_start" else {
+            if dialect == .openai, extractor.model == nil, !event.data.isEmpty, event.data.first == UInt8(ascii: "{") {
+                extractor.observe(json: event.data)  // first chunk carries the model
+            }
+            return false
+        }
+        guard let object = MiniJSON.parseObject(event.data) else { return false }
+        extractor.observe(object: object)
+        if prepared.hideUsageChunk, case .array(let choices)? = object["choices"], choices.isEmpty, case .object? = object["usage"] {
+            return true
+        }
+        return false
     }
 }
 
@@ -263,14 +440,16 @@ enum GatewayHTTP {
         "transfer-encoding", "upgrade", "server", "date", "set-cookie", "alt-svc", "content-length",
     ]
 
-    static func responseHeaders(_ upstream: [(String, String)], dropLength: Bool) -> HTTPFields {
+    static func responseHeaders(_ upstream: HTTPHeaders, dropLength: Bool) -> HTTPFields {
         var fields = HTTPFields()
+        fields.reserveCapacity(upstream.count + 8)
         var contentLength: String? = nil
         for (name, value) in upstream {
-            let lower = name.lowercased()
+            guard let field = HTTPField.Name(name) else { continue }
+            let lower = field.canonicalName
             if lower == "content-length" { contentLength = value }
             if droppedResponseHeaders.contains(lower) { continue }
-            if let field = HTTPField.Name(name) { fields.append(HTTPField(name: field, value: value)) }
+            fields.append(HTTPField(name: field, value: value))
         }
         if !dropLength, let contentLength { fields[.contentLength] = contentLength }
         return fields
@@ -279,17 +458,35 @@ enum GatewayHTTP {
     /// Refuses dot segments and encoded slashes or dots, so the path stays under `/v1/` of the
     /// provider's base URL whatever the provider's router does with it.
     static func isSafePath(_ path: String) -> Bool {
-        let lower = path.lowercased()
-        if lower.contains("%2f") || lower.contains("%2e") || lower.contains("%5c") || lower.contains("\\") { return false }
-        for segment in path.split(separator: "/", omittingEmptySubsequences: false).dropFirst() {
-            if segment == "." || segment == ".." { return false }
-        }
-        return path.utf8.count <= 2048
+        guard path.utf8.count <= 2048 else { return false }
+        var path = path
+        return path.withUTF8 { isSafePath($0) }
     }
 
-    static func isTimeout(_ error: any Error) -> Bool {
-        let text = String(describing: error).lowercased()
-        return text.contains("timeout") || text.contains("deadline")
+    private static func isSafePath(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var segmentStart = 0
+        for i in 0..<bytes.count {
+            let byte = bytes[i]
+            if byte == UInt8(ascii: "\\") { return false }
+            if byte == UInt8(ascii: "%"), i + 2 < bytes.count {
+                // %2f %2e %5c, either case
+                let a = bytes[i + 1], b = bytes[i + 2] | 0x20
+                if (a == UInt8(ascii: "2") && (b == UInt8(ascii: "f") || b == UInt8(ascii: "e"))) || (a == UInt8(ascii: "5") && b == UInt8(ascii: "c")) {
+                    return false
+                }
+            }
+            if byte == UInt8(ascii: "/") {
+                if isDotSegment(bytes, from: segmentStart, to: i) { return false }
+                segmentStart = i + 1
+            }
+        }
+        return !isDotSegment(bytes, from: segmentStart, to: bytes.count)
+    }
+
+    private static func isDotSegment(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int) -> Bool {
+        let n = end - start
+        guard n == 1 || n == 2, start > 0 else { return false }
+        return bytes[start] == UInt8(ascii: ".") && (n == 1 || bytes[start + 1] == UInt8(ascii: "."))
     }
 
     static func ms(_ d: Duration) -> Double {
@@ -298,168 +495,12 @@ enum GatewayHTTP {
     }
 
     static func msText(_ d: Duration) -> String {
-        String(format: "%.3f", ms(d))
-    }
-}
-
-/// The state of one streamed response; consumes the upstream body, writes to the client,
-/// and enqueues the log entry however the stream ends (completion, upstream error, or the
-/// client going away).
-struct StreamContext: Sendable {
-    let started: ContinuousClock.Instant
-    let headReceived: ContinuousClock.Instant
-    let preOverhead: Duration
-    let isSSE: Bool
-    let hideUsageChunk: Bool
-    let captureResponse: Bool
-    let dialect: UsageDialect
-    let requestedModel: String?
-    let status: Int
-    let pending: PendingRequestLog
-    let pricing: PricingTable
-    let writer: RequestLogWriter
-    let ledger: LimitLedger
-    let reservation: LimitLedger.Reservation?
-    /// For error responses: the provider key, replaced wherever it appears in the body.
-    var scrubSecret: [UInt8]? = nil
-
-    /// Error bodies up to this size are scrubbed whole; past it, chunk by chunk.
-    static let maxScrubbedBodyBytes = 1024 * 1024
-
-    func pump<Body: AsyncSequence>(_ body: Body, into out: inout any ResponseBodyWriter) async throws
-    where Body.Element == ByteBuffer {
-        var extractor = UsageExtractor(dialect: dialect)
-        var splitter = SSEEventSplitter()
-        var captured: [UInt8] = []
-        var capturedAll = true
-        var firstChunkAt: ContinuousClock.Instant? = nil
-        var thrown: (any Error)? = nil
-
-        func capture(_ bytes: some Collection<UInt8>) {
-            guard capturedAll else { return }
-            if captured.count + bytes.count <= GatewayLimits.maxCapturedResponseBytes {
-                captured.append(contentsOf: bytes)
-            } else {
-                capturedAll = false
-            }
-        }
-
-        var recorded = false
-        func record(failure: String?) {
-            recorded = true
-            if !isSSE, capturedAll {
-                extractor.observe(json: captured)
-            }
-            var record = pending.record
-            let end = ContinuousClock.now
-            record.status = status
-            record.latencyMs = GatewayHTTP.ms(end - started)
-            record.overheadMs = GatewayHTTP.ms(preOverhead)
-            record.timeToFirstTokenMs = firstChunkAt.map { GatewayHTTP.ms($0 - started) }
-            if let model = extractor.model ?? requestedModel { record.model = model }
-            if let usage = extractor.usage {
-                record.promptTokens = usage.promptTokens
-                record.completionTokens = usage.completionTokens
-                record.cachedTokens = usage.cachedTokens
-                record.costMicros = pricing.costMicros(model: record.model, usage: usage)
-            }
-            if status >= 400 { record.error = failure ?? "upstream_status_\(status)" } else { record.error = failure }
-            if let reservation {
-                // Unknown usage on a success is settled at the reservation (never under-count spend);
-                // a provider error costs nothing.
-                let actual: LimitLedger.Actual =
-                    if let usage = extractor.usage {
-                        .init(tokens: usage.promptTokens + usage.completionTokens, costMicros: record.costMicros ?? 0)
-                    } else if status >= 400 {
-                        .init(tokens: 0, costMicros: 0)
-                    } else {
-                        .init(tokens: reservation.estimate.tokens, costMicros: reservation.estimate.costMicros ?? 0)
-                    }
-                ledger.settle(reservation, actual: actual)
-                if extractor.usage == nil, status < 400 {
-                    record.costMicros = record.costMicros ?? reservation.estimate.costMicros
-                }
-            }
-            var entry = pending
-            entry.record = record
-            if captureResponse { entry.responseBody = captured }
-            writer.enqueue(entry)
-        }
-
-        do {
-            var held: [UInt8] = []
-            for try await chunk in body {
-                if firstChunkAt == nil { firstChunkAt = .now }
-                let view = chunk.readableBytesView
-                if let secret = scrubSecret {
-                    // Held whole (up to a bound), so a secret split across chunks is still found;
-                    // the log captures what the client got.
-                    if held.count + view.count <= Self.maxScrubbedBodyBytes {
-                        held.append(contentsOf: view)
-                    } else {
-                        let part = Redactor.removing(secret, from: held + Array(view))
-                        held = []
-                        capture(part)
-                        try await out.write(ByteBuffer(bytes: part))
-                    }
-                } else if isSSE {
-                    let events = splitter.feed(view)
-                    if hideUsageChunk {
-                        for event in events {
-                            let usageOnly = observe(event, into: &extractor)
-                            if usageOnly { continue }
-                            capture(event.raw)
-                            try await out.write(ByteBuffer(bytes: event.raw))
-                        }
-                    } else {
-                        capture(view)
-                        try await out.write(chunk)
-                        for event in events { _ = observe(event, into: &extractor) }
-                    }
-                } else {
-                    capture(view)
-                    try await out.write(chunk)
-                }
-            }
-            if let secret = scrubSecret, !held.isEmpty {
-                let part = Redactor.removing(secret, from: held)
-                capture(part)
-                try await out.write(ByteBuffer(bytes: part))
-            }
-            if isSSE, let rest = splitter.finish() {
-                let usageOnly = observe(rest, into: &extractor)
-                if hideUsageChunk && !usageOnly {
-                    capture(rest.raw)
-                    try await out.write(ByteBuffer(bytes: rest.raw))
-                }
-            }
-            // Settled and queued for the log before the client sees the end of the response:
-            // whoever reads the spend (or stops the server) after a response has completed
-            // finds it recorded.
-            record(failure: nil)
-            try await out.finish(nil)
-        } catch {
-            if !recorded { record(failure: "stream_interrupted") }
-            thrown = error
-        }
-        if let thrown { throw thrown }
-    }
-
-    /// Feeds one SSE event to the usage extractor; returns `true` when it is the usage-only
-    /// chunk the gateway asked for (`"choices":[]` with a `usage` object), which is hidden.
-    func observe(_ event: SSEEvent, into extractor: inout UsageExtractor) -> Bool {
-        guard !event.data.isEmpty, UsageExtractor.mentionsUsageObject(event.data) || dialect == .anthropic && event.name == "message_start" else {
-            if dialect == .openai, extractor.model == nil, !event.data.isEmpty, event.data.first == UInt8(ascii: "{") {
-                extractor.observe(json: event.data)  // first chunk carries the model
-            }
-            return false
-        }
-        guard let object = MiniJSON.parseObject(event.data) else { return false }
-        extractor.observe(object: object)
-        if hideUsageChunk, case .array(let choices)? = object["choices"], choices.isEmpty, case .object? = object["usage"] {
-            return true
-        }
-        return false
+        // Milliseconds with three decimals, from whole microseconds (no Foundation formatter on
+        // the hot path).
+        let (seconds, atto) = d.components
+        let micros = max(0, seconds * 1_000_000 + atto / 1_000_000_000_000)
+        let fraction = String(micros % 1000)
+        return String(micros / 1000) + "." + String(repeating: "0", count: 3 - fraction.utf8.count) + fraction
     }
 }
 

@@ -1,6 +1,5 @@
 import Foundation
 import HTTPTypes
-import Hummingbird
 import GatehouseCore
 import NIOCore
 
@@ -93,12 +92,15 @@ public enum GatewayError: Error, Sendable, Equatable {
         }
     }
 
-    func response(requestID: String) -> Response {
+    /// The error answer: head (with `Content-Length`) and JSON body.
+    func response(requestID: String) -> (head: HTTPResponse, body: ByteBuffer) {
         let body = JSONValue.object([
             "error": .object(["message": .string(Redactor.shared.redact(message)), "type": .string(type), "code": .string(code), "param": .null])
         ])
+        let bytes = ByteBuffer(bytes: body.encoded())
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
+        headers[.contentLength] = String(bytes.readableBytes)
         headers[.gatehouseRequestID] = requestID
         if self == .unauthenticated { headers[.wwwAuthenticate] = "Bearer" }
         switch self {
@@ -112,7 +114,7 @@ public enum GatewayError: Error, Sendable, Equatable {
             headers[.connection] = "close"  // the rest of the body is never read
         default: break
         }
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.encoded())))
+        return (HTTPResponse(status: status, headerFields: headers), bytes)
     }
 }
 

@@ -13,19 +13,22 @@ struct RequestBodyInfo: Sendable {
     var user: String?
     var maxTokens: Int?
 
+    /// The members read; the rest of the body (`messages`, …) is validated, not built.
+    static let readKeys: Set<String> = ["model", "stream", "stream_options", "user", "max_tokens", "max_completion_tokens", "max_output_tokens"]
+
     /// Parses `body` if it is a JSON object; `nil` for an empty body. Throws for invalid JSON
     /// when the client said it is sending JSON.
     static func parse(_ body: ByteBuffer, contentType: String?, maxDepth: Int = GatewayLimits.maxJSONDepth) throws(GatewayError) -> RequestBodyInfo? {
         guard body.readableBytes > 0 else { return nil }
         // Declared JSON must be JSON. Undeclared bodies (curl's default form type) are read as
         // JSON when they look like an object, and otherwise passed through unread.
-        let declaredJSON = contentType.map { $0.lowercased().contains("json") } ?? false
+        let declaredJSON = contentType.map(mentionsJSON) ?? false
         let firstByte = body.readableBytesView.first(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) })
         guard declaredJSON || firstByte == UInt8(ascii: "{") else { return nil }
         guard jsonNestingDepth(body.readableBytesView) <= maxDepth else {
             throw .badJSON("nested too deeply")
         }
-        guard let object = MiniJSON.parseObject(body.readableBytesView) else {
+        guard let object = MiniJSON.parseObject(body.readableBytesView, keeping: readKeys) else {
             if !declaredJSON { return nil }
             throw .badJSON("expected a JSON object")
         }
@@ -41,6 +44,19 @@ struct RequestBodyInfo: Sendable {
         info.user = object["user"]?.string
         info.maxTokens = object["max_tokens"]?.int ?? object["max_completion_tokens"]?.int ?? object["max_output_tokens"]?.int
         return info
+    }
+
+    /// `json` anywhere in a content type, in any case (`application/json`, `…+json`).
+    static func mentionsJSON(_ contentType: String) -> Bool {
+        let bytes = Array(contentType.utf8)
+        guard bytes.count >= 4 else { return false }
+        for i in 0...(bytes.count - 4)
+        where bytes[i] | 0x20 == UInt8(ascii: "j") && bytes[i + 1] | 0x20 == UInt8(ascii: "s")
+            && bytes[i + 2] | 0x20 == UInt8(ascii: "o") && bytes[i + 3] | 0x20 == UInt8(ascii: "n")
+        {
+            return true
+        }
+        return false
     }
 
     /// Adds `"stream_options":{"include_usage":true}` right after the opening brace, leaving

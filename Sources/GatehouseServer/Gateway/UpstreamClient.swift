@@ -1,34 +1,11 @@
-import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
+import NIOSSL
 import ServiceLifecycle
-
-/// A request to a provider, built by the gateway. The URL's host always comes from the
-/// stored provider key, never from the client.
-public struct UpstreamRequest: Sendable {
-    public var url: String
-    public var method: String
-    public var headers: [(String, String)]
-    public var body: ByteBuffer?
-    /// Deadline for the response head.
-    public var headTimeout: Duration
-}
-
-/// The head of a provider response and its streamed body.
-public struct UpstreamResponse<Body: AsyncSequence & Sendable>: Sendable where Body.Element == ByteBuffer {
-    public var status: Int
-    public var headers: [(String, String)]
-    public var body: Body
-}
-
-/// How the gateway talks to providers. Behind a protocol so that async-http-client can be
-/// replaced by a leaner client if the benchmark says so.
-public protocol UpstreamClient: Sendable {
-    associatedtype Body: AsyncSequence & Sendable where Body.Element == ByteBuffer
-    func execute(_ request: UpstreamRequest) async throws -> UpstreamResponse<Body>
-}
+import Synchronization
 
 /// Timeout settings for upstream calls.
 public struct UpstreamTimeouts: Sendable {
@@ -40,56 +17,323 @@ public struct UpstreamTimeouts: Sendable {
     public init() {}
 }
 
-/// async-http-client with proxy-appropriate settings: no redirects (the upstream must not
-/// choose where our provider key goes next), no decompression (bytes pass through as sent),
-/// a large per-host pool, and read timeouts for gaps inside streams.
-public final class AsyncHTTPUpstream: UpstreamClient {
-    public let client: HTTPClient
-    public let timeouts: UpstreamTimeouts
+/// Where a provider key's requests go: parsed once from its stored base URL (validated when
+/// the key was stored: http(s), a host, an optional port and path, nothing else).
+struct UpstreamTarget: Sendable, Hashable {
+    let tls: Bool
+    let host: String
+    let port: Int
+    /// The `Host` header: the host, with the port when it is not the scheme's default.
+    let hostHeader: String
+    /// The base URL's path (`""` or `/prefix`), put in front of the client's `/v1/...`.
+    let pathPrefix: String
 
-    /// `connectionsPerHost`: at most one request is in flight per client connection (HTTP/1.1),
-    /// so the server's connection cap is the most a provider host can ever need; fewer would
-    /// queue requests behind others (and fail them after the connect timeout).
-    public init(timeouts: UpstreamTimeouts = UpstreamTimeouts(), connectionsPerHost: Int = TransportLimits().maxConnections) {
-        var config = HTTPClient.Configuration()
-        config.redirectConfiguration = .disallow
-        config.decompression = .disabled
-        config.timeout = .init(connect: .init(timeouts.connect), read: .init(timeouts.read))
-        var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(60))
-        pool.concurrentHTTP1ConnectionsPerHostSoftLimit = max(1, connectionsPerHost)
-        config.connectionPool = pool
-        config.httpVersion = .http1Only
-        config.tracing.tracer = nil  // no span per request (2 % of CPU under load, for a no-op tracer)
-        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
-        self.timeouts = timeouts
+    init?(baseURL: String) {
+        guard let components = URLComponents(string: baseURL), let scheme = components.scheme?.lowercased(),
+            scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty
+        else { return nil }
+        self.tls = scheme == "https"
+        let defaultPort = tls ? 443 : 80
+        self.port = components.port ?? defaultPort
+        guard (1...65535).contains(port) else { return nil }
+        // URLComponents gives IPv6 literals without their brackets.
+        let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        self.host = bare
+        let named = bare.contains(":") ? "[\(bare)]" : bare
+        self.hostHeader = port == defaultPort ? named : "\(named):\(port)"
+        var prefix = components.percentEncodedPath
+        while prefix.hasSuffix("/") { prefix.removeLast() }
+        self.pathPrefix = prefix
     }
 
-    public func execute(_ request: UpstreamRequest) async throws -> UpstreamResponse<HTTPClientResponse.Body> {
-        var r = HTTPClientRequest(url: request.url)
-        r.method = HTTPMethod(rawValue: request.method)
-        r.headers = HTTPHeaders(request.headers)
-        if let body = request.body {
-            r.body = .bytes(body)
-        }
-        let response = try await client.execute(r, timeout: .init(request.headTimeout))
-        return UpstreamResponse(
-            status: Int(response.status.code),
-            headers: response.headers.map { ($0.name, $0.value) },
-            body: response.body)
-    }
-
-    public func shutdown() async throws {
-        try await client.shutdown()
+    /// SNI only for names, never for address literals.
+    var serverName: String? {
+        if host.contains(":") || host.allSatisfy({ $0.isNumber || $0 == "." }) { return nil }
+        return host
     }
 }
 
-/// Shuts the shared upstream client down when the application stops.
-struct UpstreamClientService: Service {
-    let upstream: AsyncHTTPUpstream
+/// Opens and pools connections to providers. Each event loop has its own pool, and a client's
+/// request is forwarded on a connection of the client's own event loop: no thread hop, no lock
+/// on the way. Redirects are never followed (the upstream must not choose where the provider key
+/// goes next) and bodies pass through as sent (no decompression).
+public final class UpstreamConnector: Sendable {
+    let timeouts: UpstreamTimeouts
+    private let tlsContext: NIOSSLContext
+    private let pools = Mutex<[ObjectIdentifier: UpstreamPool]>([:])
 
-    func run() async throws {
-        try? await gracefulShutdown()
-        try? await upstream.shutdown()
+    /// `extraRoots`: CA certificates trusted for providers' HTTPS besides the system's own
+    /// (`serve --upstream-ca-file`).
+    init(timeouts: UpstreamTimeouts, extraRoots: [NIOSSLCertificate] = []) throws {
+        self.timeouts = timeouts
+        var config = TLSConfiguration.makeClientConfiguration()
+        config.minimumTLSVersion = .tlsv12
+        config.applicationProtocols = ["http/1.1"]
+        if !extraRoots.isEmpty { config.additionalTrustRoots = [.certificates(extraRoots)] }
+        do {
+            self.tlsContext = try NIOSSLContext(configuration: config)
+        } catch {
+            throw GatehouseError.startup("cannot set up TLS for provider connections (trusted CA certificates)")
+        }
+    }
+
+    /// The pool of `loop`; call on `loop`.
+    func pool(on loop: any EventLoop) -> UpstreamPool {
+        pools.withLock { pools in
+            let id = ObjectIdentifier(loop)
+            if let pool = pools[id] { return pool }
+            let pool = UpstreamPool(loop: loop, connector: self)
+            pools[id] = pool
+            return pool
+        }
+    }
+
+    /// Closes every pooled connection (at shutdown).
+    func closeAll() {
+        for pool in pools.withLock({ Array($0.values) }) {
+            pool.loop.execute { pool.closeAll() }
+        }
+    }
+
+    fileprivate func connect(_ target: UpstreamTarget, on loop: any EventLoop) -> EventLoopFuture<any Channel> {
+        let tls = target.tls ? tlsContext : nil
+        return ClientBootstrap(group: loop)
+            .connectTimeout(TimeAmount(timeouts.connect))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls {
+                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: target.serverName))
+                    }
+                    try sync.addHTTPClientHandlers()
+                    try sync.addHandler(UpstreamConnection(target: target))
+                }
+            }
+            .connect(host: target.host, port: target.port)
+    }
+}
+
+enum UpstreamFailure: Error {
+    case closedEarly
+}
+
+/// The idle upstream connections of one event loop, most recently used first out. Used only
+/// on its loop.
+final class UpstreamPool: @unchecked Sendable {
+    let loop: any EventLoop
+    unowned let connector: UpstreamConnector
+    private var idle: [UpstreamTarget: [UpstreamConnection]] = [:]
+    /// An idle connection older than this is closed rather than reused.
+    static let idleTimeout: TimeAmount = .seconds(60)
+    static let maxIdlePerTarget = 1024
+
+    init(loop: any EventLoop, connector: UpstreamConnector) {
+        self.loop = loop
+        self.connector = connector
+    }
+
+    /// A connection to `target`: a pooled one (`reused`) or a new one. `done` runs on the loop.
+    func acquire(
+        _ target: UpstreamTarget, fresh: Bool, _ done: @escaping (Result<UpstreamConnection, any Error>, _ reused: Bool) -> Void
+    ) {
+        loop.preconditionInEventLoop()
+        if !fresh {
+            let now = NIODeadline.now()
+            while let connection = idle[target]?.popLast() {
+                if connection.isUsable && now - connection.idleSince < Self.idleTimeout {
+                    done(.success(connection), true)
+                    return
+                }
+                connection.close()
+            }
+        }
+        connector.connect(target, on: loop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let channel):
+                do {
+                    let connection = try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
+                    connection.pool = self
+                    done(.success(connection), false)
+                } catch {
+                    channel.close(promise: nil)
+                    done(.failure(error), false)
+                }
+            case .failure(let error):
+                done(.failure(error), false)
+            }
+        }
+    }
+
+    /// A connection whose exchange completed cleanly goes back to the pool.
+    func release(_ connection: UpstreamConnection) {
+        guard connection.isUsable else {
+            connection.close()
+            return
+        }
+        connection.idleSince = .now()
+        var list = idle[connection.target] ?? []
+        // The oldest are at the front: close those that waited too long, and any over the cap.
+        while let oldest = list.first, list.count >= Self.maxIdlePerTarget || connection.idleSince - oldest.idleSince >= Self.idleTimeout {
+            list.removeFirst()
+            oldest.close()
+        }
+        list.append(connection)
+        idle[connection.target] = list
+    }
+
+    /// A pooled connection the provider closed.
+    func remove(_ connection: UpstreamConnection) {
+        guard var list = idle[connection.target], let index = list.firstIndex(where: { $0 === connection }) else { return }
+        list.remove(at: index)
+        idle[connection.target] = list.isEmpty ? nil : list
+    }
+
+    func closeAll() {
+        let all = idle.values.flatMap { $0 }
+        idle = [:]
+        for connection in all { connection.close() }
+    }
+}
+
+/// What an upstream connection reports to the exchange using it (on the same event loop).
+protocol UpstreamDelegate: AnyObject {
+    func upstreamHead(_ head: HTTPResponseHead, from connection: UpstreamConnection)
+    func upstreamBody(_ buffer: ByteBuffer, from connection: UpstreamConnection)
+    func upstreamEnd(from connection: UpstreamConnection)
+    func upstreamReadComplete(from connection: UpstreamConnection)
+    /// Closed or failed before the end of the response.
+    func upstreamFailed(_ error: (any Error)?, from connection: UpstreamConnection)
+    /// Whether the client can take more bytes now (reading from the provider waits otherwise).
+    var clientWritable: Bool { get }
+}
+
+/// One HTTP/1.1 connection to a provider, carrying one exchange at a time.
+final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let target: UpstreamTarget
+    weak var pool: UpstreamPool?
+    var idleSince = NIODeadline.now()
+    private var context: ChannelHandlerContext?
+    private var delegate: (any UpstreamDelegate)?
+    private var keepAlive = true
+    private var requestSent = false
+    private var pendingRead = false
+    private var informational = false
+    /// Any byte of a response seen (a reused connection that closes before one may be retried).
+    private(set) var receivedAny = false
+
+    init(target: UpstreamTarget) { self.target = target }
+
+    var isUsable: Bool { context?.channel.isActive ?? false && keepAlive }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Sends one request; the answer goes to `delegate`.
+    func send(method: String, uri: String, headers: [(String, String)], body: ByteBuffer?, to delegate: any UpstreamDelegate) {
+        guard let context else {
+            delegate.upstreamFailed(UpstreamFailure.closedEarly, from: self)
+            return
+        }
+        self.delegate = delegate
+        keepAlive = true
+        requestSent = false
+        receivedAny = false
+        var fields = HTTPHeaders()
+        fields.reserveCapacity(headers.count + 2)
+        fields.add(name: "Host", value: target.hostHeader)
+        for (name, value) in headers { fields.add(name: name, value: value) }
+        if let body {
+            fields.add(name: "Content-Length", value: String(body.readableBytes))
+        } else if method != "GET" && method != "HEAD" {
+            fields.add(name: "Content-Length", value: "0")
+        }
+        let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: uri, headers: fields)
+        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+        if let body { context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        let sent = context.eventLoop.makePromise(of: Void.self)
+        sent.futureResult.assumeIsolated().whenSuccess { [weak self] in self?.requestSent = true }
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: sent)
+    }
+
+    /// Lets the exchange go: back to the pool when the response ended cleanly, else closed.
+    func finish(clean: Bool) {
+        delegate = nil
+        pendingRead = false
+        if clean && requestSent && keepAlive, let pool {
+            pool.release(self)
+            // Keep reading while idle, so that a provider's close is noticed.
+            context?.read()
+        } else {
+            close()
+        }
+    }
+
+    func close() {
+        delegate = nil
+        keepAlive = false
+        context?.close(promise: nil)
+    }
+
+    /// The client can take bytes again.
+    func resumeReading() {
+        if pendingRead {
+            pendingRead = false
+            context?.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let delegate, !delegate.clientWritable {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        receivedAny = true
+        switch Self.unwrapInboundIn(data) {
+        case .head(let head):
+            if !head.isKeepAlive { keepAlive = false }
+            if (100..<200).contains(head.status.code) && head.status.code != 101 {
+                informational = true  // `100 Continue` and friends: not the answer
+                return
+            }
+            delegate?.upstreamHead(head, from: self)
+        case .body(let buffer):
+            delegate?.upstreamBody(buffer, from: self)
+        case .end:
+            if informational {
+                informational = false
+                return
+            }
+            delegate?.upstreamEnd(from: self)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        delegate?.upstreamReadComplete(from: self)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        keepAlive = false
+        pool?.remove(self)
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.upstreamFailed(nil, from: self)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        keepAlive = false
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.upstreamFailed(error, from: self)
+        context.close(promise: nil)
     }
 }
 
@@ -97,5 +341,15 @@ extension TimeAmount {
     init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
         self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+/// Closes the pooled provider connections when the application stops.
+struct UpstreamPoolService: Service {
+    let connector: UpstreamConnector
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        connector.closeAll()
     }
 }

@@ -81,7 +81,8 @@ final class ConnectionGate: Sendable {
 
 /// Every accepted connection goes through here: the connection cap, then (with TLS) the
 /// plaintext refusal and the TLS handler, then the header deadline, then Hummingbird's HTTP/1
-/// pipeline with its header size limits.
+/// pipeline with its header size limits, with the gateway (``GatewayHandler``) in front of
+/// the router.
 public struct GatehouseChannel: ServerChildChannel, HTTPChannelHandler {
     public typealias Value = HTTP1Channel.Value
 
@@ -89,8 +90,11 @@ public struct GatehouseChannel: ServerChildChannel, HTTPChannelHandler {
     let tls: TLSContextSource?
     let limits: TransportLimits
     let gate: ConnectionGate
+    let gateway: GatewayEngine?
 
-    public init(responder: @escaping HTTPChannelHandler.Responder, tls: TLSContextSource?, limits: TransportLimits) {
+    public init(
+        responder: @escaping HTTPChannelHandler.Responder, tls: TLSContextSource?, limits: TransportLimits, gateway: GatewayEngine?
+    ) {
         let configuration = HTTP1Channel.Configuration(
             additionalChannelHandlers: [RequestBoundaryHandler()],  // an autoclosure: one per connection
             idleTimeout: TimeAmount(limits.idleTimeout),
@@ -101,6 +105,7 @@ public struct GatehouseChannel: ServerChildChannel, HTTPChannelHandler {
         self.tls = tls
         self.limits = limits
         self.gate = ConnectionGate(limit: limits.maxConnections)
+        self.gateway = gateway
     }
 
     public var responder: HTTPChannelHandler.Responder { base.responder }
@@ -121,6 +126,15 @@ public struct GatehouseChannel: ServerChildChannel, HTTPChannelHandler {
             try sync.addHandler(HeaderDeadlineHandler(timeout: headerTimeout))
         }.flatMap {
             base.setup(channel: channel, logger: logger)
+        }.flatMapThrowing { value in
+            // The gateway answers `/v1/*` on the event loop, after Hummingbird's connection
+            // state handler and before the router's async channel.
+            if let gateway {
+                let sync = channel.pipeline.syncOperations
+                let state = try sync.handler(type: HTTPConnectionStateHandler.self)
+                try sync.addHandler(GatewayHandler(engine: gateway), position: .after(state))
+            }
+            return value
         }.map { value in
             // Over the cap: closed at once. The pipeline is set up anyway so that Hummingbird
             // sees an ordinary (already closed) connection.

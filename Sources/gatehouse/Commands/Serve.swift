@@ -61,6 +61,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Longest gap, in seconds, between two chunks of a provider's response body.")
     var upstreamReadTimeout: Double = 300
 
+    @Option(help: "CA certificates (PEM) trusted for providers' HTTPS in addition to the system's (e.g. a model server behind an internal CA).")
+    var upstreamCaFile: String?
+
     /// Every bound, checked: a typo must not silently remove a protection.
     var transportLimits: TransportLimits {
         var limits = TransportLimits()
@@ -114,9 +117,10 @@ struct Serve: AsyncParsableCommand {
         if let pricing, FileManager.default.contents(atPath: pricing).flatMap({ try? PricingTable.parse($0) }) == nil {
             throw GatehouseError.startup("the pricing file \(pricing) is missing or not valid pricing JSON")
         }
+        let upstreamRoots = try loadUpstreamRoots()
         let opened = try await Installation.open(paths: paths, masterKey: common.masterKey, initialise: true, logger: logger)
         do {
-            try await serve(opened, paths: paths, logger: logger)
+            try await serve(opened, paths: paths, upstreamRoots: upstreamRoots, logger: logger)
             try? await opened.controlPlane.store.close()
         } catch {
             try? await opened.controlPlane.store.close()
@@ -124,7 +128,22 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
-    func serve(_ opened: Installation.Opened, paths: Installation.Paths, logger: Logger) async throws {
+    /// The `--upstream-ca-file` certificates (none without the option).
+    func loadUpstreamRoots() throws -> [NIOSSLCertificate] {
+        guard let upstreamCaFile else { return [] }
+        let roots: [NIOSSLCertificate]
+        do {
+            roots = try NIOSSLCertificate.fromPEMFile(upstreamCaFile)
+        } catch {
+            throw GatehouseError.startup("cannot read the CA certificates \(upstreamCaFile) (expected PEM)")
+        }
+        guard !roots.isEmpty else { throw GatehouseError.startup("no CA certificate in \(upstreamCaFile) (expected PEM)") }
+        return roots
+    }
+
+    func serve(
+        _ opened: Installation.Opened, paths: Installation.Paths, upstreamRoots: [NIOSSLCertificate], logger: Logger
+    ) async throws {
         if let ownerKey = opened.ownerKey {
             Console.out("Gatehouse initialised a new installation in \(paths.dataDir).")
             if let file = opened.createdMasterKeyFile {
@@ -147,6 +166,7 @@ struct Serve: AsyncParsableCommand {
         options.plainHTTP = plainHttp
         options.transport = transportLimits
         options.upstreamTimeouts = upstreamTimeouts
+        options.upstreamRoots = upstreamRoots
         var tls: TLSContextSource? = nil
         if !plainHttp {
             var cert = tlsCert

@@ -1,0 +1,405 @@
+import Foundation
+import GatehouseCore
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+
+/// The data plane on the connection's event loop: `ANY /v1/*` is answered here, without
+/// leaving the loop — request parts in, provider connection from the loop's own pool, provider
+/// answer streamed back — and every other request passes on to Hummingbird's router.
+///
+/// authenticate (memory) → authorize (IP, path, declared length) → read the body, bounded →
+/// model, limits, provider key → forward → stream the answer back while reading usage →
+/// settle and queue the log entry. Nothing here waits on the database.
+///
+/// It sits after Hummingbird's connection state handler (idle timeout, `Connection: close`,
+/// graceful shutdown), which sees this handler's requests and responses like any others.
+/// Requests on one connection are answered in order: while a `/v1` exchange runs, later
+/// (pipelined) request parts wait here and reading stops; a `/v1` request waits for the
+/// router's answer to an earlier request the same way.
+final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    enum State {
+        case idle
+        /// Parts of a request for the router are passed on.
+        case passthrough
+        /// A gateway request was admitted; its body is being read.
+        case collecting
+        /// A gateway request was answered early (an error); the rest of its body is dropped.
+        case discarding
+        /// The request is complete and forwarded; the provider's answer is on its way.
+        case exchanging
+    }
+
+    let engine: GatewayEngine
+    private var context: ChannelHandlerContext?
+    private var pool: UpstreamPool?
+    private var peer: IPAddress?
+    private var state = State.idle
+    /// Router requests whose response has not ended yet.
+    private var routerResponsesOpen = 0
+    private var queued = CircularBuffer<HTTPRequestPart>()
+    private var readHeld = false
+
+    // The current gateway request.
+    private var head = HTTPRequest(method: .get, scheme: nil, authority: nil, path: "/")
+    private var admission: GatewayEngine.Admission?
+    private var body: ByteBuffer?
+    private var requestID = ""
+    private var started = ContinuousClock.now
+    private var startedAt = Date()
+    // The current exchange.
+    private var prepared: GatewayEngine.Prepared?
+    private var processor: ResponseProcessor?
+    private var upstream: UpstreamConnection?
+    private var retried = false
+    /// The current provider connection came from the pool (it may have been closed under us).
+    private var reused = false
+    private var gotHead = false
+    private var timer: Scheduled<Void>?
+    private var lastRead = NIODeadline.now()
+
+    init(engine: GatewayEngine) { self.engine = engine }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.pool = engine.connector.pool(on: context.eventLoop)
+        self.peer = context.channel.remoteAddress?.ipAddress.flatMap { IPAddress($0) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        abandonExchange()
+        self.context = nil
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = Self.unwrapInboundIn(data)
+        if !queued.isEmpty || !canHandle(part) {
+            queued.append(part)
+            return
+        }
+        handle(part, context: context)
+    }
+
+    /// Whether `part` can be handled now (otherwise it waits its turn).
+    private func canHandle(_ part: HTTPRequestPart) -> Bool {
+        switch state {
+        case .exchanging: return false
+        case .idle:
+            if case .head(let head) = part, GatewayEngine.isGatewayPath(head.path ?? ""), routerResponsesOpen > 0 { return false }
+            return true
+        case .passthrough, .collecting, .discarding: return true
+        }
+    }
+
+    private func handle(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        switch state {
+        case .idle:
+            guard case .head(let head) = part, GatewayEngine.isGatewayPath(head.path ?? "") else {
+                if case .head = part {
+                    routerResponsesOpen += 1
+                    state = .passthrough
+                }
+                context.fireChannelRead(Self.wrapInboundOut(part))
+                return
+            }
+            begin(head, context: context)
+        case .passthrough:
+            if case .end = part { state = .idle }
+            context.fireChannelRead(Self.wrapInboundOut(part))
+        case .collecting:
+            switch part {
+            case .head: break  // not possible: the decoder ends a request before the next head
+            case .body(var chunk):
+                if (body?.readableBytes ?? 0) + chunk.readableBytes > engine.maxBodyBytes {
+                    answer(.payloadTooLarge(limit: engine.maxBodyBytes), context: context)
+                    state = .discarding
+                    body = nil
+                } else if body == nil {
+                    body = chunk
+                } else {
+                    body!.writeBuffer(&chunk)
+                }
+            case .end:
+                complete(context: context)
+            }
+        case .discarding:
+            if case .end = part {
+                state = .idle
+                drain(context: context)
+            }
+        case .exchanging:
+            queued.append(part)
+        }
+    }
+
+    /// A gateway request head: admitted (then its body is read) or answered at once.
+    private func begin(_ head: HTTPRequest, context: ChannelHandlerContext) {
+        started = .now
+        startedAt = Date()
+        requestID = "req_" + Base62.random(count: 20)
+        self.head = head
+        body = nil
+        do {
+            admission = try engine.admit(head, peer: peer, now: startedAt)
+            state = .collecting
+        } catch {
+            admission = nil
+            answer(error, context: context)
+            state = .discarding
+        }
+    }
+
+    /// The whole request is here: prepare and forward it, or answer the error.
+    private func complete(context: ChannelHandlerContext) {
+        guard let admission else { return }
+        self.admission = nil
+        let body = self.body ?? ByteBuffer()
+        self.body = nil
+        do {
+            let prepared = try engine.prepare(admission, head: head, body: body, requestID: requestID, startedAt: startedAt)
+            self.prepared = prepared
+            processor = ResponseProcessor(engine: engine, prepared: prepared, started: started)
+            state = .exchanging
+            retried = false
+            gotHead = false
+            processor?.sending()
+            connect(fresh: false)
+        } catch {
+            answer(error, context: context)
+            state = .idle
+            drain(context: context)
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { upstream?.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        abandonExchange()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch state {
+        case .collecting:
+            // Broken framing inside a gateway request's body: answered, then closed (where the
+            // next request would start is unknown).
+            answer(.malformedBody, context: context)
+            state = .discarding
+            body = nil
+        case .discarding, .exchanging:
+            context.close(promise: nil)
+        case .idle, .passthrough:
+            context.fireErrorCaught(error)
+        }
+    }
+
+    // MARK: Outbound
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        // Only the router's responses come through here (this handler writes past itself).
+        context.write(data, promise: promise)
+        if case .end = Self.unwrapOutboundIn(data) {
+            routerResponsesOpen = max(0, routerResponsesOpen - 1)
+            if routerResponsesOpen == 0, !queued.isEmpty { drain(context: context) }
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if queued.isEmpty {
+            context.read()
+        } else {
+            readHeld = true
+        }
+    }
+
+    /// Handles waiting parts while their turn has come, then reads again if reading waited.
+    private func drain(context: ChannelHandlerContext) {
+        var handled = false
+        while let part = queued.first, canHandle(part) {
+            queued.removeFirst()
+            handle(part, context: context)
+            handled = true
+        }
+        // Parts passed on to the router outside of a socket read: its async channel takes them
+        // at the next `channelReadComplete`.
+        if handled { context.fireChannelReadComplete() }
+        if queued.isEmpty, readHeld {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    // MARK: Answers
+
+    private func answer(_ error: GatewayError, context: ChannelHandlerContext, overhead: Duration? = nil) {
+        var (head, body) = error.response(requestID: requestID)
+        if engine.https { head.headerFields[.strictTransportSecurity] = HSTSMiddleware.value }
+        head.headerFields[.gatehouseOverheadMs] = GatewayHTTP.msText(overhead ?? (ContinuousClock.now - started))
+        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(body)), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    // MARK: The exchange
+
+    private func connect(fresh: Bool) {
+        guard let pool, let prepared else { return }
+        pool.acquire(prepared.target, fresh: fresh) { [weak self] result, reused in
+            guard let self else {
+                if case .success(let connection) = result { connection.finish(clean: true) }
+                return
+            }
+            guard self.state == .exchanging, self.upstream == nil, let prepared = self.prepared else {
+                if case .success(let connection) = result { connection.finish(clean: true) }
+                return
+            }
+            switch result {
+            case .success(let connection):
+                self.upstream = connection
+                self.reused = reused
+                connection.send(method: prepared.method, uri: prepared.uri, headers: prepared.headers, body: prepared.body, to: self)
+                self.arm(in: TimeAmount(self.engine.timeouts.head))
+            case .failure:
+                // Refused, unresolvable, TLS failure or the connect deadline: not reachable.
+                self.unreachable(timedOut: false)
+            }
+        }
+    }
+
+    /// The provider could not be reached (or did not answer in time): `502`/`504`.
+    private func unreachable(timedOut: Bool) {
+        guard let context, let processor else { return }
+        processor.unreachable(timedOut: timedOut)
+        answer(timedOut ? .upstreamTimeout : .upstreamUnreachable, context: context, overhead: processor.preOverhead)
+        endExchange(context: context)
+    }
+
+    private func endExchange(context: ChannelHandlerContext) {
+        cancelTimer()
+        upstream = nil
+        prepared = nil
+        processor = nil
+        state = .idle
+        drain(context: context)
+    }
+
+    /// The client went away (or the handler is removed) mid-exchange.
+    private func abandonExchange() {
+        cancelTimer()
+        if state == .exchanging {
+            processor?.record(failure: "stream_interrupted")
+            upstream?.close()
+            upstream = nil
+            processor = nil
+            prepared = nil
+            state = .idle
+        }
+        queued.removeAll()
+    }
+
+    /// The stream broke after the head was sent: recorded, and the client's connection closed
+    /// (its response cannot be completed).
+    private func interrupt() {
+        guard let context else { return }
+        processor?.record(failure: "stream_interrupted")
+        upstream?.close()
+        upstream = nil
+        processor = nil
+        prepared = nil
+        cancelTimer()
+        state = .idle
+        queued.removeAll()
+        context.close(promise: nil)
+    }
+
+    // MARK: Timers (head deadline, then the longest gap between chunks)
+
+    private func arm(in amount: TimeAmount) {
+        cancelTimer()
+        guard let context else { return }
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: amount) { [weak self] in
+            self?.timerFired()
+        }
+    }
+
+    private func cancelTimer() {
+        timer?.cancel()
+        timer = nil
+    }
+
+    private func timerFired() {
+        timer = nil
+        guard state == .exchanging else { return }
+        if !gotHead {
+            upstream?.close()
+            upstream = nil
+            unreachable(timedOut: true)
+            return
+        }
+        let readTimeout = TimeAmount(engine.timeouts.read)
+        let quiet = NIODeadline.now() - lastRead
+        if quiet >= readTimeout {
+            interrupt()
+        } else {
+            arm(in: readTimeout - quiet)
+        }
+    }
+}
+
+extension GatewayHandler: UpstreamDelegate {
+    var clientWritable: Bool { context?.channel.isWritable ?? false }
+
+    func upstreamHead(_ head: HTTPResponseHead, from connection: UpstreamConnection) {
+        guard connection === upstream, let context, let processor, !gotHead else { return }
+        gotHead = true
+        lastRead = .now()
+        arm(in: TimeAmount(engine.timeouts.read))
+        let response = processor.head(status: Int(head.status.code), upstreamHeaders: head.headers, requestID: requestID)
+        context.write(Self.wrapOutboundOut(.head(response)), promise: nil)
+    }
+
+    func upstreamBody(_ buffer: ByteBuffer, from connection: UpstreamConnection) {
+        guard connection === upstream, let context, let processor else { return }
+        lastRead = .now()
+        processor.body(buffer) { context.write(Self.wrapOutboundOut(.body($0)), promise: nil) }
+    }
+
+    func upstreamReadComplete(from connection: UpstreamConnection) {
+        guard connection === upstream else { return }
+        context?.flush()
+    }
+
+    func upstreamEnd(from connection: UpstreamConnection) {
+        guard connection === upstream, let context, let processor else { return }
+        processor.end { context.write(Self.wrapOutboundOut(.body($0)), promise: nil) }
+        connection.finish(clean: true)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+        endExchange(context: context)
+    }
+
+    func upstreamFailed(_ error: (any Error)?, from connection: UpstreamConnection) {
+        guard connection === upstream else { return }
+        upstream = nil
+        if gotHead {
+            interrupt()
+        } else if !retried && reused && !connection.receivedAny {
+            // A pooled connection the provider had closed as it was reused: once more, fresh.
+            retried = true
+            connect(fresh: true)
+        } else {
+            cancelTimer()
+            unreachable(timedOut: false)
+        }
+    }
+}
