@@ -50,6 +50,8 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var head = HTTPRequest(method: .get, scheme: nil, authority: nil, path: "/")
     private var admission: GatewayEngine.Admission?
     private var body: ByteBuffer?
+    /// Bytes dropped of the body of a request answered early.
+    private var discarded = 0
     private var requestID = ""
     private var started = ContinuousClock.now
     private var startedAt = Date()
@@ -131,7 +133,14 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 complete(context: context)
             }
         case .discarding:
-            if case .end = part {
+            switch part {
+            case .head: break
+            case .body(let chunk):
+                // The body of a request already answered is read and dropped, up to the body
+                // limit; past it the connection is closed.
+                discarded += chunk.readableBytes
+                if discarded > engine.maxBodyBytes { context.close(promise: nil) }
+            case .end:
                 state = .idle
                 drain(context: context)
             }
@@ -147,6 +156,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         requestID = "req_" + Base62.random(count: 20)
         self.head = head
         body = nil
+        discarded = 0
         do {
             admission = try engine.admit(head, peer: peer, now: startedAt)
             state = .collecting
