@@ -627,3 +627,32 @@ def test_json_depth_limit_is_configurable(gatehouse, upstream):
     r = requests.post(g.base_url + CHAT, json=body, headers=auth, verify=g.verify, timeout=10)
     assert_openai_error(r, 400)
     assert "nested too deeply" in r.json()["error"]["message"]
+
+
+def test_body_of_a_refused_request_is_dropped_within_the_body_limit(gatehouse):
+    """A gateway request refused at its head (here: a bad key) is answered at once. A small body
+    is then read and dropped and the connection stays usable; a body that goes on past
+    --max-body-bytes gets the connection closed instead of being read for ever."""
+    g = gatehouse(True, "--max-body-bytes", "4096")
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer gate_not_a_key\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    with RawTLS(g) as c:
+        c.send(head + chunked(b"{}"))
+        [refused] = c.responses(1, timeout=5)
+        assert refused.status_code == 401, refused.text
+        c.send(HEALTH_REQUEST)
+        [health] = c.responses(1, timeout=5)
+        assert health.status_code == 200, "the connection was not usable after a refused request with a small body"
+    with RawTLS(g) as c:
+        c.send(head)
+        [refused] = c.responses(1, timeout=5)
+        assert refused.status_code == 401, refused.text
+        piece = b"%x\r\n" % 1024 + b"x" * 1024 + b"\r\n"
+        try:
+            for _ in range(64):  # 64 KiB, 16 times the limit, never terminated
+                c.send(piece)
+                time.sleep(0.005)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass
+        reply = c.read_until_close(CLOSE_WAIT)
+        assert reply.closed, f"still open after 16 times the body limit: {reply.describe()}"

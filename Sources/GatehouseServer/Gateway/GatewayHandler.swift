@@ -125,7 +125,11 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     state = .discarding
                     body = nil
                 } else if body == nil {
-                    body = chunk
+                    // Copied out of the read buffer: the body stays alive in the log queue, and a
+                    // slice would keep the whole (up to 64 KiB) read buffer with it.
+                    var copy = context.channel.allocator.buffer(capacity: chunk.readableBytes)
+                    copy.writeBuffer(&chunk)
+                    body = copy
                 } else {
                     body!.writeBuffer(&chunk)
                 }
