@@ -258,7 +258,6 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func answer(_ error: GatewayError, context: ChannelHandlerContext, overhead: Duration? = nil) {
         var (head, body) = error.response(requestID: requestID)
-        if engine.https { head.headerFields[.strictTransportSecurity] = HSTSMiddleware.value }
         head.headerFields[.gatehouseOverheadMs] = GatewayHTTP.msText(overhead ?? (ContinuousClock.now - started))
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
         context.write(Self.wrapOutboundOut(.body(body)), promise: nil)
@@ -308,7 +307,9 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         drain(context: context)
     }
 
-    /// The client went away (or the handler is removed) mid-exchange.
+    /// Ends the exchange without an answer (the client went away, the handler is removed, or
+    /// the stream broke): recorded as interrupted, the provider connection closed, nothing
+    /// queued kept.
     private func abandonExchange() {
         cancelTimer()
         if state == .exchanging {
@@ -322,19 +323,11 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         queued.removeAll()
     }
 
-    /// The stream broke after the head was sent: recorded, and the client's connection closed
+    /// The stream broke after the head was sent: abandoned, and the client's connection closed
     /// (its response cannot be completed).
     private func interrupt() {
-        guard let context else { return }
-        processor?.record(failure: "stream_interrupted")
-        upstream?.close()
-        upstream = nil
-        processor = nil
-        prepared = nil
-        cancelTimer()
-        state = .idle
-        queued.removeAll()
-        context.close(promise: nil)
+        abandonExchange()
+        context?.close(promise: nil)
     }
 
     // MARK: Timers (head deadline, then the longest gap between chunks)
