@@ -37,10 +37,9 @@ public enum GatehouseApp {
     /// The router with every route; used by the server and by in-process tests.
     /// (The gateway, `/v1/*`, is not a route: ``GatewayHandler`` answers it in front of the router.)
     public static func buildRouter(
-        plane: ControlPlane, failures: AuthFailureRecorder? = nil, https: Bool = false
+        plane: ControlPlane, failures: AuthFailureRecorder? = nil
     ) -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self)
-        if https { router.add(middleware: HSTSMiddleware()) }
         let catalog = RouteCatalog()
         catalog.add(.get, "/api/health")
         catalog.add(.get, "/api/openapi.yaml")
@@ -108,10 +107,10 @@ public enum GatehouseApp {
             try GatewayEngine(
                 plane: plane, pricing: options.pricing, logWriter: $0, failures: failures, timeouts: options.upstreamTimeouts,
                 maxBodyBytes: options.transport.maxBodyBytes, maxJSONDepth: options.transport.maxJSONDepth,
-                upstreamRoots: options.upstreamRoots, https: tls != nil, logger: logger)
+                upstreamRoots: options.upstreamRoots, logger: logger)
         }
         if let logWriter { plane.setBeforeLimitRestore { await logWriter.flush() } }
-        let router = buildRouter(plane: plane, failures: failures, https: tls != nil)
+        let router = buildRouter(plane: plane, failures: failures)
         let limits = options.transport
         let server = HTTPServerBuilder { responder in
             GatehouseChannel(responder: responder, tls: tls, limits: limits, gateway: gateway)

@@ -1002,3 +1002,20 @@ def test_no_gatehouse_key_ever_reached_the_provider(upstream, keys):
     allowed = {keys.openai_secret, keys.anthropic_secret}
     creds = {r.credential for r in upstream.requests if r.path not in (fu.REDIRECT_TARGET_PATH,)}
     assert creds <= allowed, "the provider received a credential that is not a provider key"
+
+
+def test_every_https_response_carries_hsts(inst, http, keys, upstream):
+    """`Strict-Transport-Security` on admin and gateway answers, successes and errors."""
+    px = keys.proxy()
+    auth = {"Authorization": f"Bearer {px['key']}"}
+    responses = {
+        "health": http.get("/api/health"),
+        "admin 401": http.get("/api/proxy-keys"),
+        "admin 404": http.get("/api/no-such-route"),
+        "gateway 200": http.post("/v1/chat/completions", json=chat_body(), headers=auth),
+        "gateway stream": http.post("/v1/chat/completions", json=chat_body(stream=True), headers=auth),
+        "gateway 401": http.post("/v1/chat/completions", json=chat_body(), headers={"Authorization": "Bearer gate_nope"}),
+        "provider 429": http.post("/v1/chat/completions", json=chat_body(fu.ERROR_MODEL), headers=auth),
+    }
+    for what, r in responses.items():
+        assert r.headers.get("strict-transport-security") == "max-age=31536000", (what, r.status_code, dict(r.headers))

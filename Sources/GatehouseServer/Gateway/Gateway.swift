@@ -21,8 +21,6 @@ public final class GatewayEngine: Sendable {
     let timeouts: UpstreamTimeouts
     let maxBodyBytes: Int
     let maxJSONDepth: Int
-    /// `Strict-Transport-Security` on every answer (the server speaks TLS).
-    let https: Bool
     let logger: Logger
     let connector: UpstreamConnector
     private let targets = Mutex<[String: UpstreamTarget]>([:])
@@ -30,7 +28,7 @@ public final class GatewayEngine: Sendable {
     public init(
         plane: ControlPlane, pricing: PricingTable, logWriter: RequestLogWriter, failures: AuthFailureRecorder? = nil,
         timeouts: UpstreamTimeouts = UpstreamTimeouts(), maxBodyBytes: Int = GatewayLimits.maxBodyBytes,
-        maxJSONDepth: Int = GatewayLimits.maxJSONDepth, upstreamRoots: [NIOSSLCertificate] = [], https: Bool, logger: Logger
+        maxJSONDepth: Int = GatewayLimits.maxJSONDepth, upstreamRoots: [NIOSSLCertificate] = [], logger: Logger
     ) throws {
         self.keyTable = plane.keyTable
         self.plane = plane
@@ -41,7 +39,6 @@ public final class GatewayEngine: Sendable {
         self.timeouts = timeouts
         self.maxBodyBytes = maxBodyBytes
         self.maxJSONDepth = maxJSONDepth
-        self.https = https
         self.logger = logger
         self.connector = try UpstreamConnector(timeouts: timeouts, extraRoots: upstreamRoots)
     }
@@ -254,7 +251,6 @@ final class ResponseProcessor {
         if status >= 400 && !isSSE { scrubSecret = Array(prepared.secret.utf8) }
         var headers = GatewayHTTP.responseHeaders(upstreamHeaders, dropLength: (prepared.hideUsageChunk && isSSE) || scrubSecret != nil)
         headers[.gatehouseRequestID] = requestID
-        if engine.https { headers[.strictTransportSecurity] = HSTSMiddleware.value }
         prepared.tightest?.apply(to: &headers)
         headers[.gatehouseOverheadMs] = GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived))
         return HTTPResponse(status: .init(code: status), headerFields: headers)

@@ -96,7 +96,7 @@ public struct GatehouseChannel: ServerChildChannel, HTTPChannelHandler {
         responder: @escaping HTTPChannelHandler.Responder, tls: TLSContextSource?, limits: TransportLimits, gateway: GatewayEngine?
     ) {
         let configuration = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [RequestBoundaryHandler()],  // an autoclosure: one per connection
+            additionalChannelHandlers: [RequestBoundaryHandler(hsts: tls != nil)],  // an autoclosure: one per connection
             idleTimeout: TimeAmount(limits.idleTimeout),
             httpDecoderConfiguration: .init(
                 maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes,
@@ -221,19 +221,25 @@ final class HeaderDeadlineHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 }
 
-/// HTTP parts level: reports request heads and response ends to ``HeaderDeadlineHandler``, and
+/// HTTP parts level: reports request heads and response ends to ``HeaderDeadlineHandler``,
 /// closes the connection after a response that says `Connection: close` (e.g. a `413` sent
-/// before the body was read: the rest of that body is never read).
+/// before the body was read: the rest of that body is never read), and over TLS stamps
+/// `Strict-Transport-Security` on every response head — the router's, the gateway's and
+/// NIO's own error answers alike (browsers that reached Gatehouse once over HTTPS never try
+/// plain HTTP to it again).
 final class RequestBoundaryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
+    static let hstsValue = "max-age=31536000"
+
     private var deadline: HeaderDeadlineHandler?
     private var closeAfterResponse = false
+    private let hsts: Bool
 
-    init() {}
+    init(hsts: Bool) { self.hsts = hsts }
 
     func handlerAdded(context: ChannelHandlerContext) {
         deadline = try? context.pipeline.syncOperations.handler(type: HeaderDeadlineHandler.self)
@@ -248,9 +254,14 @@ final class RequestBoundaryHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch Self.unwrapOutboundIn(data) {
-        case .head(let head):
+        case .head(var head):
             if head.headerFields[.connection]?.lowercased() == "close" { closeAfterResponse = true }
-            context.write(data, promise: promise)
+            if hsts {
+                head.headerFields[.strictTransportSecurity] = Self.hstsValue
+                context.write(Self.wrapOutboundOut(.head(head)), promise: promise)
+            } else {
+                context.write(data, promise: promise)
+            }
         case .body:
             context.write(data, promise: promise)
         case .end:
