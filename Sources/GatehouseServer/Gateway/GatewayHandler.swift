@@ -269,12 +269,8 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func connect(fresh: Bool) {
         guard let pool, let prepared else { return }
         pool.acquire(prepared.target, fresh: fresh) { [weak self] result, reused in
-            guard let self else {
-                if case .success(let connection) = result { connection.finish(clean: true) }
-                return
-            }
-            guard self.state == .exchanging, self.upstream == nil, let prepared = self.prepared else {
-                if case .success(let connection) = result { connection.finish(clean: true) }
+            guard let self, self.state == .exchanging, self.upstream == nil, let prepared = self.prepared else {
+                if case .success(let connection) = result { connection.close() }  // the exchange is gone
                 return
             }
             switch result {
@@ -390,7 +386,7 @@ extension GatewayHandler: UpstreamDelegate {
     func upstreamEnd(from connection: UpstreamConnection) {
         guard connection === upstream, let context, let processor else { return }
         processor.end { context.write(Self.wrapOutboundOut(.body($0)), promise: nil) }
-        connection.finish(clean: true)
+        connection.finish()
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
         endExchange(context: context)
     }

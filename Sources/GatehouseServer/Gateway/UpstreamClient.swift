@@ -260,11 +260,12 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: sent)
     }
 
-    /// Lets the exchange go: back to the pool when the response ended cleanly, else closed.
-    func finish(clean: Bool) {
+    /// The response ended: back to the pool if the request went out whole and the provider
+    /// keeps the connection alive, else closed.
+    func finish() {
         delegate = nil
         pendingRead = false
-        if clean && requestSent && keepAlive, let pool {
+        if requestSent && keepAlive, let pool {
             pool.release(self)
             // Keep reading while idle, so that a provider's close is noticed.
             context?.read()
