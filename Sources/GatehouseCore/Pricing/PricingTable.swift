@@ -87,16 +87,19 @@ public struct PricingTable: Sendable, Equatable {
 
     /// `latest`, a date `YYYY-MM-DD` or `YYYYMMDD`, or an OpenAI snapshot `MMDD` (`gpt-4-0613`).
     static func isVersionSuffix(_ s: Substring) -> Bool {
-        if s == "latest" { return true }
-        let parts = s.split(separator: "-", omittingEmptySubsequences: false)
-        let digits = { (p: Substring, n: Int) in p.count == n && p.allSatisfy { $0.isASCII && $0.isNumber } }
-        switch parts.count {
-        case 1:
-            if digits(parts[0], 8) { return true }
-            // MMDD: a real month and day, so `gpt-4o-2024` is not a snapshot of gpt-4o.
-            guard digits(parts[0], 4), let month = Int(parts[0].prefix(2)), let day = Int(parts[0].suffix(2)) else { return false }
-            return (1...12).contains(month) && (1...31).contains(day)
-        case 3: return digits(parts[0], 4) && digits(parts[1], 2) && digits(parts[2], 2)
+        // Bytes, not Characters: this runs for every priced response.
+        let b = Array(s.utf8)
+        func digits(_ from: Int, _ n: Int) -> Bool {
+            from + n <= b.count && b[from..<from + n].allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        }
+        func number(_ from: Int) -> Int { Int(b[from] - UInt8(ascii: "0")) * 10 + Int(b[from + 1] - UInt8(ascii: "0")) }
+        switch b.count {
+        case 6: return s == "latest"
+        case 8: return digits(0, 8)
+        // MMDD: a real month and day, so `gpt-4o-2024` is not a snapshot of gpt-4o.
+        case 4: return digits(0, 4) && (1...12).contains(number(0)) && (1...31).contains(number(2))
+        case 10:
+            return digits(0, 4) && b[4] == UInt8(ascii: "-") && digits(5, 2) && b[7] == UInt8(ascii: "-") && digits(8, 2)
         default: return false
         }
     }

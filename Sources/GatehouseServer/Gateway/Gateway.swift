@@ -274,10 +274,15 @@ final class ResponseProcessor {
         } else if isSSE {
             let events = splitter.feed(view)
             if prepared.hideUsageChunk {
-                for event in events {
-                    if observe(event) { continue }
-                    capture(event.raw)
-                    emit(ByteBuffer(bytes: event.raw))
+                // The events that stay go out as one buffer: one body part, one chunk, one TLS
+                // record per provider read, not one per event.
+                var kept: [UInt8] = []
+                for event in events where !observe(event) {
+                    kept.append(contentsOf: event.raw)
+                }
+                if !kept.isEmpty {
+                    capture(kept)
+                    emit(ByteBuffer(bytes: kept))
                 }
             } else {
                 capture(view)

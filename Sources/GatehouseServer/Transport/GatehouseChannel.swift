@@ -122,6 +122,7 @@ public struct GatehouseChannel: ServerChildChannel, HTTPChannelHandler {
             if let tls {
                 try sync.addHandler(PlaintextRefusalHandler())
                 try sync.addHandler(NIOSSLServerHandler(context: tls.context))
+                try sync.addHandler(WriteCoalescingHandler())
             }
             try sync.addHandler(HeaderDeadlineHandler(timeout: headerTimeout))
         }.flatMap {
