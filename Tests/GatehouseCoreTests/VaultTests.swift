@@ -403,6 +403,38 @@ struct VaultTests {
         #expect(!keys.verifyKey(key, storedHash: hash.dropLast()))
         #expect(!keys.verifyKey(key, storedHash: Data()))
         #expect(!keys.verifyKey(key, storedHash: Data(SHA256.hash(data: Data(key.utf8)))))
+        var flipped = hash
+        flipped[flipped.startIndex + 31] ^= 1
+        #expect(!keys.verifyKey(key, storedHash: flipped))
+    }
+
+    /// The layout on disk is header ‖ nonce ‖ ciphertext ‖ tag, the header authenticated with
+    /// the associated data: opened here by hand with AES-GCM, not through `Envelope.open`.
+    @Test func envelopeLayoutOpensWithPlainAESGCM() throws {
+        let key = SymmetricKey(size: .bits256)
+        let plaintext = Data("a request body".utf8)
+        let associated = Data("data|org_A|req_1|request".utf8)
+        let envelope = try Envelope.seal(plaintext, key: key, keyVersion: 0x0102_0304, associatedData: associated)
+        let bytes = [UInt8](envelope)
+        #expect(bytes.count == 6 + 12 + plaintext.count + 16)
+        #expect(Array(bytes[0..<6]) == [1, 1, 1, 2, 3, 4])
+        let box = try AES.GCM.SealedBox(
+            nonce: AES.GCM.Nonce(data: bytes[6..<18]), ciphertext: bytes[18..<(bytes.count - 16)], tag: bytes[(bytes.count - 16)...])
+        #expect(try AES.GCM.open(box, using: key, authenticating: bytes[0..<6] + associated) == plaintext)
+        #expect(throws: (any Error).self) { try AES.GCM.open(box, using: key, authenticating: associated) }
+    }
+
+    /// The keyed copy computes exactly HMAC-SHA256(pepper, ·): hashes stored before it existed
+    /// still verify, and many uses of one copy do not disturb each other.
+    @Test func keyHashIsPlainHMACOfThePepper() throws {
+        let (keys, _) = try Vault(keyring: .generate()).newDataKey(orgID: "org_A")
+        for text in ["", "gate_proxy_x", GatehouseKey.generate(kind: .proxy).text, String(repeating: "é", count: 200)] {
+            let reference = Data(HMAC<SHA256>.authenticationCode(for: Data(text.utf8), using: keys.pepper))
+            #expect(keys.keyHash(text) == reference)
+            #expect(keys.verifyKey(text, storedHash: reference))
+        }
+        let reference = Data(HMAC<SHA256>.authenticationCode(for: Data("user|u-1".utf8), using: keys.pepper))
+        #expect(keys.userHash("u-1") == reference.prefix(16).hexString)
     }
 
     @Test func differentOrganizationsPepperHashesDifferently() throws {

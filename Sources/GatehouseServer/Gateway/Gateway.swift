@@ -57,7 +57,8 @@ public final class GatewayEngine: Sendable {
     /// Stage 1, at the request head: a live proxy key (in memory), the org's and the key's IP
     /// allowlists on the client address (`X-Forwarded-For` believed only from the org's trusted
     /// proxies), a safe path, and a declared body length within bounds.
-    func admit(_ head: HTTPRequest, peer: IPAddress?, now: Date) throws(GatewayError) -> Admission {
+    /// `peerText` is `peer`'s text when the caller already has it (once per connection).
+    func admit(_ head: HTTPRequest, peer: IPAddress?, peerText: String? = nil, now: Date) throws(GatewayError) -> Admission {
         let headers = head.headerFields
         guard let token = GatewayHTTP.credential(headers) else {
             failures?.record(plane: "gateway", reason: .missing, key: nil, clientIP: peer?.description ?? "")
@@ -94,7 +95,8 @@ public final class GatewayEngine: Sendable {
         if let declared = headers[.contentLength].flatMap(Int.init), declared > maxBodyBytes {
             throw .payloadTooLarge(limit: maxBodyBytes)
         }
-        return Admission(key: key, providerKey: providerKey, clientIP: client?.description ?? "", path: path, query: query)
+        let clientIP = if let peerText, client == peer { peerText } else { client?.description ?? "" }
+        return Admission(key: key, providerKey: providerKey, clientIP: clientIP, path: path, query: query)
     }
 
     /// Everything needed to forward one request and account for its answer.

@@ -40,6 +40,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     private var pool: UpstreamPool?
     private var peer: IPAddress?
+    private var peerText: String?
     private var state = State.idle
     /// Router requests whose response has not ended yet.
     private var routerResponsesOpen = 0
@@ -72,6 +73,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.context = context
         self.pool = engine.connector.pool(on: context.eventLoop)
         self.peer = context.channel.remoteAddress?.ipAddress.flatMap { IPAddress($0) }
+        self.peerText = peer?.description
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -162,7 +164,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         body = nil
         discarded = 0
         do {
-            admission = try engine.admit(head, peer: peer, now: startedAt)
+            admission = try engine.admit(head, peer: peer, peerText: peerText, now: startedAt)
             state = .collecting
         } catch {
             admission = nil
