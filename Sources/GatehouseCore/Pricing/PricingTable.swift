@@ -75,9 +75,12 @@ public struct PricingTable: Sendable, Equatable {
         if let p = models[model] { return p }
         // The longest priced name that the model extends with a version suffix: try the model
         // cut at each `-`, from the right (one lookup per dash, not a scan of the table).
-        var end = model.endIndex
-        while let dash = model[..<end].lastIndex(of: "-") {
-            if let price = models[String(model[..<dash])], Self.isVersionSuffix(model[model.index(after: dash)...]) {
+        // The suffix is checked first (bytes, no allocation): a dictionary lookup needs a new
+        // String, and only a cut before a version suffix can match.
+        let utf8 = model.utf8
+        var end = utf8.endIndex
+        while let dash = utf8[..<end].lastIndex(of: UInt8(ascii: "-")) {
+            if Self.isVersionSuffix(model[utf8.index(after: dash)...]), let price = models[String(model[..<dash])] {
                 return price
             }
             end = dash
@@ -88,6 +91,10 @@ public struct PricingTable: Sendable, Equatable {
     /// `latest`, a date `YYYY-MM-DD` or `YYYYMMDD`, or an OpenAI snapshot `MMDD` (`gpt-4-0613`).
     static func isVersionSuffix(_ s: Substring) -> Bool {
         // Bytes, not Characters: this runs for every priced response.
+        switch s.utf8.count {
+        case 4, 6, 8, 10: break
+        default: return false
+        }
         let b = Array(s.utf8)
         func digits(_ from: Int, _ n: Int) -> Bool {
             from + n <= b.count && b[from..<from + n].allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }

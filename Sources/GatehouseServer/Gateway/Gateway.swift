@@ -84,7 +84,7 @@ public final class GatewayEngine: Sendable {
         let target = head.path ?? "/"
         let path: String
         let query: Substring?
-        if let mark = target.firstIndex(of: "?") {
+        if let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) {
             path = String(target[..<mark])
             query = target[target.index(after: mark)...]
         } else {
@@ -251,10 +251,13 @@ final class ResponseProcessor {
         // An error body is checked for the provider key before the client sees it (a provider or
         // a hostile upstream may echo the credential it was sent).
         if status >= 400 && !isSSE { scrubSecret = Array(prepared.secret.utf8) }
-        var headers = GatewayHTTP.responseHeaders(upstreamHeaders, dropLength: (prepared.hideUsageChunk && isSSE) || scrubSecret != nil)
-        headers[.gatehouseRequestID] = requestID
-        prepared.tightest?.apply(to: &headers)
-        headers[.gatehouseOverheadMs] = GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived))
+        var headers = GatewayHTTP.responseHeaders(
+            upstreamHeaders, dropLength: (prepared.hideUsageChunk && isSSE) || scrubSecret != nil,
+            replacingRateLimit: prepared.tightest != nil)
+        // The provider's own copies of these were left out above: plain appends.
+        headers.append(HTTPField(name: .gatehouseRequestID, value: requestID))
+        prepared.tightest?.append(to: &headers)
+        headers.append(HTTPField(name: .gatehouseOverheadMs, value: GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived))))
         return HTTPResponse(status: .init(code: status), headerFields: headers)
     }
 
@@ -400,11 +403,26 @@ final class ResponseProcessor {
 /// Header, path and timing helpers of the gateway.
 enum GatewayHTTP {
     /// The proxy key from `Authorization: Bearer`, `x-api-key` or `Helicone-Auth: Bearer`.
+    /// Fields are read in one pass; a field given twice is joined with `, ` as `HTTPFields`
+    /// does (so two `Authorization` headers never authenticate as either one).
     static func credential(_ headers: HTTPFields) -> Substring? {
-        if let token = AdminAuthMiddleware.bearerToken(headers[.authorization]), token.hasPrefix("gate_") { return token }
-        if let key = headers[.xAPIKey], !key.isEmpty { return Substring(key) }
-        if let token = AdminAuthMiddleware.bearerToken(headers[.heliconeAuth]) { return token }
-        return AdminAuthMiddleware.bearerToken(headers[.authorization])
+        var authorization: String? = nil
+        var apiKey: String? = nil
+        var helicone: String? = nil
+        func add(_ value: String, to slot: inout String?) { slot = slot.map { $0 + ", " + value } ?? value }
+        for field in headers {
+            switch field.name {
+            case .authorization: add(field.value, to: &authorization)
+            case .xAPIKey: add(field.value, to: &apiKey)
+            case .heliconeAuth: add(field.value, to: &helicone)
+            default: continue
+            }
+        }
+        let bearer = AdminAuthMiddleware.bearerToken(authorization)
+        if let bearer, bearer.utf8.starts(with: "gate_".utf8) { return bearer }
+        if let apiKey, !apiKey.isEmpty { return Substring(apiKey) }
+        if let token = AdminAuthMiddleware.bearerToken(helicone) { return token }
+        return bearer
     }
 
     // MARK: Headers
@@ -443,7 +461,19 @@ enum GatewayHTTP {
         "transfer-encoding", "upgrade", "server", "date", "set-cookie", "alt-svc", "content-length",
     ]
 
-    static func responseHeaders(_ upstream: HTTPHeaders, dropLength: Bool) -> HTTPFields {
+    /// What becomes of a provider's response header: dropped, or replaced by Gatehouse's own
+    /// (always for ours, when a limit applies for the rate-limit ones). One lookup a header.
+    enum ResponseHeaderRule { case drop, replaced, replacedWhenLimited }
+    static let responseHeaderRules: [String: ResponseHeaderRule] = {
+        var rules = Dictionary(uniqueKeysWithValues: droppedResponseHeaders.map { ($0, ResponseHeaderRule.drop) })
+        for name in [HTTPField.Name.gatehouseRequestID, .gatehouseOverheadMs] { rules[name.canonicalName] = .replaced }
+        for name in [HTTPField.Name.rateLimitLimit, .rateLimitRemaining, .rateLimitReset, .rateLimitPolicy] {
+            rules[name.canonicalName] = .replacedWhenLimited
+        }
+        return rules
+    }()
+
+    static func responseHeaders(_ upstream: HTTPHeaders, dropLength: Bool, replacingRateLimit: Bool = false) -> HTTPFields {
         var fields = HTTPFields()
         fields.reserveCapacity(upstream.count + 8)
         var contentLength: String? = nil
@@ -451,10 +481,13 @@ enum GatewayHTTP {
             guard let field = HTTPField.Name(name) else { continue }
             let lower = field.canonicalName
             if lower == "content-length" { contentLength = value }
-            if droppedResponseHeaders.contains(lower) { continue }
-            fields.append(HTTPField(name: field, value: value))
+            switch responseHeaderRules[lower] {
+            case .drop?, .replaced?: continue
+            case .replacedWhenLimited? where replacingRateLimit: continue
+            default: fields.append(HTTPField(name: field, value: value))
+            }
         }
-        if !dropLength, let contentLength { fields[.contentLength] = contentLength }
+        if !dropLength, let contentLength { fields.append(HTTPField(name: .contentLength, value: contentLength)) }
         return fields
     }
 

@@ -126,6 +126,14 @@ extension LimitLedger.Status {
         headers[.rateLimitReset] = String(resetSeconds)
         headers[.rateLimitPolicy] = policy
     }
+
+    /// The same four fields, appended: for a head that has none of them yet.
+    func append(to headers: inout HTTPFields) {
+        headers.append(HTTPField(name: .rateLimitLimit, value: LimitLedger.formatNumber(limit)))
+        headers.append(HTTPField(name: .rateLimitRemaining, value: LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000)))
+        headers.append(HTTPField(name: .rateLimitReset, value: String(resetSeconds)))
+        headers.append(HTTPField(name: .rateLimitPolicy, value: policy))
+    }
 }
 
 extension HTTPField.Name {
