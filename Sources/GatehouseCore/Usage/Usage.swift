@@ -45,7 +45,7 @@ public struct UsageExtractor: Sendable {
     }
 
     /// The top-level members ``observe(object:)`` reads, in either dialect.
-    static let topLevelKeys: Set<String> = ["model", "usage", "response", "message"]
+    public static let topLevelKeys: Set<String> = ["model", "usage", "response", "message"]
 
     public mutating func observe(object: [String: MiniJSON.Value]) {
         switch dialect {

@@ -381,6 +381,8 @@ final class ResponseProcessor {
         }
     }
 
+    static let observedKeys = UsageExtractor.topLevelKeys.union(["choices"])
+
     /// Feeds one SSE event to the usage extractor; returns `true` when it is the usage-only
     /// chunk the gateway asked for (`"choices":[]` with a `usage` object), which is hidden.
     private func observe(_ event: SSEEvent) -> Bool {
@@ -391,7 +393,9 @@ final class ResponseProcessor {
             }
             return false
         }
-        guard let object = MiniJSON.parseObject(event.data) else { return false }
+        // Only the members read here and by the extractor are built (`choices` of a usage chunk
+        // is empty; of an ordinary chunk it is skipped).
+        guard let object = MiniJSON.parseObject(event.data, keeping: Self.observedKeys) else { return false }
         extractor.observe(object: object)
         if prepared.hideUsageChunk, case .array(let choices)? = object["choices"], choices.isEmpty, case .object? = object["usage"] {
             return true
