@@ -105,6 +105,8 @@ public final class UpstreamConnector: Sendable {
                     let sync = channel.pipeline.syncOperations
                     if let tls {
                         try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: target.serverName))
+                        // The request's head and body in one record, as on the client side.
+                        try sync.addHandler(WriteCoalescingHandler())
                     }
                     try sync.addHTTPClientHandlers()
                     try sync.addHandler(UpstreamConnection(target: target))
