@@ -1,0 +1,71 @@
+# Shared by Benchmarks/run and Benchmarks/instructions (sourced): helpers, the static upstream
+# (a fixed chat.completion and a fixed SSE stream served by nginx), and the proxy keys.
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+# wait_for SECONDS DESCRIPTION COMMAND... : polls COMMAND every 0.2 s
+wait_for() {
+    local limit=$1 what=$2 end=$((SECONDS + $1)); shift 2
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $end ] || { echo "timed out after ${limit}s waiting for $what" >&2; return 1; }
+        sleep 0.2
+    done
+}
+
+# --- the static upstream ---------------------------------------------------------------------
+CHAT_JSON='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}'
+chunk() { printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini-2024-07-18","choices":[%s]%s}\\n\\n' "$1" "${2:-}"; }
+SSE_BODY="$(chunk '{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}')$(chunk '{"index":0,"delta":{"content":"Hi"},"finish_reason":null}')$(chunk '{"index":0,"delta":{"content":"!"},"finish_reason":null}')$(chunk '{"index":0,"delta":{},"finish_reason":"stop"}')$(chunk '' ',"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}')data: [DONE]\n\n"
+
+nginx_common() {  # PREFIX : directives shared by both nginx instances
+    cat <<EOF
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_http_common() {
+    cat <<EOF
+    access_log off;
+    keepalive_requests 10000000;
+    client_body_temp_path $1/body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+EOF
+}
+# write_upstream_conf DIR PORT : the static upstream's nginx.conf (1 worker) in DIR
+write_upstream_conf() {
+    mkdir -p "$1"
+    cat >"$1/nginx.conf" <<EOF
+worker_processes 1;
+$(nginx_common "$1")
+http {
+$(nginx_http_common "$1")
+    server {
+        listen 127.0.0.1:$2;
+        location = /v1/chat/completions {
+            default_type application/json;
+            return 200 '$CHAT_JSON';
+        }
+        location = /stream/v1/chat/completions {
+            default_type text/event-stream;
+            add_header Cache-Control no-cache;
+            return 200 '$SSE_BODY';
+        }
+    }
+}
+EOF
+}
+
+# proxy_key NAME BASE_URL : a provider key for BASE_URL and a proxy key on it with a rate limit
+# and a budget (request logging is on by default); the caller defines `api PATH JSON`
+proxy_key() {
+    local id
+    id=$(api /api/provider-keys "{\"name\":\"$1\",\"provider\":\"openai-compatible\",\"base_url\":\"$2\",\"api_key\":\"sk-bench-upstream\"}" | json_field id)
+    api /api/proxy-keys "{\"name\":\"$1\",\"provider_key_id\":\"$id\",
+        \"rate_limits\":[{\"metric\":\"requests\",\"limit\":1000000000,\"window_seconds\":60}],
+        \"budget\":{\"limit_usd\":1000000,\"period\":\"month\"}}" | json_field key
+}
