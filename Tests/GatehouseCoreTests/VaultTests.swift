@@ -435,6 +435,8 @@ struct VaultTests {
         }
         let reference = Data(HMAC<SHA256>.authenticationCode(for: Data("user|u-1".utf8), using: keys.pepper))
         #expect(keys.userHash("u-1") == reference.prefix(16).hexString)
+        let fingerprint = Data(HMAC<SHA256>.authenticationCode(for: Data("fingerprint|sk-x".utf8), using: keys.pepper))
+        #expect(keys.fingerprint("sk-x") == "hmac:" + fingerprint.prefix(12).hexString)
     }
 
     @Test func differentOrganizationsPepperHashesDifferently() throws {

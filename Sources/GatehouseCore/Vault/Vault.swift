@@ -138,8 +138,7 @@ public struct OrgKeys: Sendable {
 
     /// A keyed, non-reversible fingerprint of a secret, for audit details (never the secret itself).
     public func fingerprint(_ secret: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Data("fingerprint|\(secret)".utf8), using: pepper)
-        return "hmac:" + Data(mac).prefix(12).hexString
+        "hmac:" + Data(pepperMAC("fingerprint|\(secret)")).prefix(12).hexString
     }
 }
 

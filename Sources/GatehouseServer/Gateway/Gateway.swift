@@ -477,7 +477,7 @@ enum GatewayHTTP {
         return rules
     }()
 
-    static func responseHeaders(_ upstream: HTTPHeaders, dropLength: Bool, replacingRateLimit: Bool = false) -> HTTPFields {
+    static func responseHeaders(_ upstream: HTTPHeaders, dropLength: Bool, replacingRateLimit: Bool) -> HTTPFields {
         var fields = HTTPFields()
         fields.reserveCapacity(upstream.count + 8)
         var contentLength: String? = nil

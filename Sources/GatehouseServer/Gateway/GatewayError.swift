@@ -120,19 +120,23 @@ public enum GatewayError: Error, Sendable, Equatable {
 
 extension LimitLedger.Status {
     /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`.
-    func apply(to headers: inout HTTPFields) {
-        headers[.rateLimitLimit] = LimitLedger.formatNumber(limit)
-        headers[.rateLimitRemaining] = LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000)
-        headers[.rateLimitReset] = String(resetSeconds)
-        headers[.rateLimitPolicy] = policy
+    var fields: [HTTPField] {
+        [
+            HTTPField(name: .rateLimitLimit, value: LimitLedger.formatNumber(limit)),
+            HTTPField(name: .rateLimitRemaining, value: LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000)),
+            HTTPField(name: .rateLimitReset, value: String(resetSeconds)),
+            HTTPField(name: .rateLimitPolicy, value: policy),
+        ]
     }
 
-    /// The same four fields, appended: for a head that has none of them yet.
+    /// Sets the four fields, replacing any already there.
+    func apply(to headers: inout HTTPFields) {
+        for field in fields { headers[field.name] = field.value }
+    }
+
+    /// Appends the four fields: for a head that has none of them yet.
     func append(to headers: inout HTTPFields) {
-        headers.append(HTTPField(name: .rateLimitLimit, value: LimitLedger.formatNumber(limit)))
-        headers.append(HTTPField(name: .rateLimitRemaining, value: LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000)))
-        headers.append(HTTPField(name: .rateLimitReset, value: String(resetSeconds)))
-        headers.append(HTTPField(name: .rateLimitPolicy, value: policy))
+        headers.append(contentsOf: fields)
     }
 }
 

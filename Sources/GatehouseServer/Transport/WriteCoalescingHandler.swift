@@ -40,7 +40,7 @@ final class WriteCoalescingHandler: ChannelOutboundHandler, RemovableChannelHand
             pending = nil  // keeps `gathered` uniquely referenced while it grows
             gathered.writeImmutableBuffer(buffer)
             pending = gathered
-            chain(promise, context: context)
+            chain(promise)
         } else {
             hold(buffer, promise: promise, context: context)
         }
@@ -72,10 +72,10 @@ final class WriteCoalescingHandler: ChannelOutboundHandler, RemovableChannelHand
         }
         pending = buffer
         owned = false
-        chain(promise, context: context)
+        chain(promise)
     }
 
-    private func chain(_ promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+    private func chain(_ promise: EventLoopPromise<Void>?) {
         guard let promise else { return }
         if let existing = self.promise {
             existing.futureResult.cascade(to: promise)
