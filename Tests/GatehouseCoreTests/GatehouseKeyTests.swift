@@ -235,4 +235,24 @@ struct GatehouseKeyTests {
         // Six symbols hold every CRC32 value, so distinct checksums never collide in text.
         #expect(62 * 62 * 62 * 62 * 62 * 62 > Int(UInt32.max))
     }
+
+    @Test func timeOrderedIDsSortByTimeAndStayRandom() {
+        let t0 = Date(timeIntervalSince1970: 1_790_000_000.123)
+        let a = Base62.timeOrderedID(prefix: "req_", at: t0)
+        let b = Base62.timeOrderedID(prefix: "req_", at: t0)
+        let later = Base62.timeOrderedID(prefix: "req_", at: t0.addingTimeInterval(0.001))
+        let muchLater = Base62.timeOrderedID(prefix: "req_", at: t0.addingTimeInterval(86_400 * 365))
+        for id in [a, b, later, muchLater] {
+            #expect(id.hasPrefix("req_"))
+            #expect(id.utf8.count == 24)
+            #expect(id.utf8.dropFirst(4).allSatisfy(Base62.isSymbol))
+        }
+        // The first 8 symbols are the millisecond; the other 12 are random.
+        #expect(a.prefix(12) == "req_" + Base62.encode(1_790_000_000_123, width: 8))
+        #expect(a != b)
+        #expect(a.prefix(12) == b.prefix(12))
+        #expect(a < later && b < later && later < muchLater)
+        // Before 1970 (a broken clock) is clamped, never a crash.
+        #expect(Base62.timeOrderedID(prefix: "", at: Date(timeIntervalSince1970: -5)).hasPrefix("00000000"))
+    }
 }

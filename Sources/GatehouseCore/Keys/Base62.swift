@@ -1,3 +1,5 @@
+import Foundation
+
 /// Base62 alphabet used by Gatehouse key identifiers, secrets and checksums.
 ///
 /// Base62 (`0-9A-Za-z`) survives double-click selection, URLs and shell quoting, which is
@@ -45,5 +47,13 @@ public enum Base62 {
             }
         }
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `prefix`, then the time in milliseconds since 1970 as 8 symbols (sortable until the year
+    /// 8800), then 12 random symbols (71 bits): identifiers made later sort later, so rows keyed
+    /// by them are appended to their index instead of landing on a random page of it.
+    public static func timeOrderedID(prefix: String, at date: Date) -> String {
+        let ms = UInt64(max(0, (date.timeIntervalSince1970 * 1000).rounded(.down)))
+        return prefix + encode(ms, width: 8) + random(count: 12)
     }
 }

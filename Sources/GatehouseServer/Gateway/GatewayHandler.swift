@@ -159,7 +159,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func begin(_ head: HTTPRequest, context: ChannelHandlerContext) {
         started = .now
         startedAt = Date()
-        requestID = "req_" + Base62.random(count: 20)
+        requestID = Base62.timeOrderedID(prefix: "req_", at: startedAt)
         self.head = head
         body = nil
         discarded = 0
