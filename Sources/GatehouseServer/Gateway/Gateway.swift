@@ -99,8 +99,10 @@ public final class GatewayEngine: Sendable {
         return Admission(key: key, providerKey: providerKey, clientIP: clientIP, path: path, query: query)
     }
 
-    /// Everything needed to forward one request and account for its answer.
-    struct Prepared {
+    /// Everything needed to forward one request and account for its answer. A class: the
+    /// handler, the response processor and the connect callback share one copy (as a struct,
+    /// each of them retained every string in it again).
+    final class Prepared {
         let target: UpstreamTarget
         let method: String
         /// Path and query as sent upstream (the base URL's path prefix included).
@@ -112,9 +114,30 @@ public final class GatewayEngine: Sendable {
         let hideUsageChunk: Bool
         let captureResponse: Bool
         let requestedModel: String?
-        let pending: PendingRequestLog
+        /// The log entry, taken (once) when the exchange is recorded.
+        var pending: PendingRequestLog?
         let reservation: LimitLedger.Reservation?
         let tightest: LimitLedger.Status?
+
+        init(
+            target: UpstreamTarget, method: String, uri: String, headers: [(String, String)], body: ByteBuffer?, secret: String,
+            dialect: UsageDialect, hideUsageChunk: Bool, captureResponse: Bool, requestedModel: String?, pending: PendingRequestLog,
+            reservation: LimitLedger.Reservation?, tightest: LimitLedger.Status?
+        ) {
+            self.target = target
+            self.method = method
+            self.uri = uri
+            self.headers = headers
+            self.body = body
+            self.secret = secret
+            self.dialect = dialect
+            self.hideUsageChunk = hideUsageChunk
+            self.captureResponse = captureResponse
+            self.requestedModel = requestedModel
+            self.pending = pending
+            self.reservation = reservation
+            self.tightest = tightest
+        }
     }
 
     /// Stage 2, with the whole body: the JSON it claims to be, the key's model list, limits
@@ -322,9 +345,8 @@ final class ResponseProcessor {
 
     /// The provider could not be reached or did not answer in time: nothing was spent.
     func unreachable(timedOut: Bool) {
-        guard !recorded else { return }
+        guard !recorded, var entry = prepared.pending.take() else { return }
         recorded = true
-        var entry = prepared.pending
         entry.record.status = timedOut ? 504 : 502
         entry.record.error = timedOut ? "upstream_timeout" : "upstream_unreachable"
         entry.record.latencyMs = GatewayHTTP.ms(ContinuousClock.now - started)
@@ -336,26 +358,25 @@ final class ResponseProcessor {
     /// Settles the reservation and queues the log entry, once. Unknown usage on a success is
     /// settled at the reservation (never under-count spend); a provider error costs nothing.
     func record(failure: String?) {
-        guard !recorded else { return }
+        guard !recorded, var entry = prepared.pending.take() else { return }
         recorded = true
         if !isSSE, capturedAll { extractor.observe(json: captured) }
-        var record = prepared.pending.record
-        record.status = status
-        record.latencyMs = GatewayHTTP.ms(ContinuousClock.now - started)
-        record.overheadMs = GatewayHTTP.ms(preOverhead)
-        record.timeToFirstTokenMs = firstChunkAt.map { GatewayHTTP.ms($0 - started) }
-        if let model = extractor.model ?? prepared.requestedModel { record.model = model }
+        entry.record.status = status
+        entry.record.latencyMs = GatewayHTTP.ms(ContinuousClock.now - started)
+        entry.record.overheadMs = GatewayHTTP.ms(preOverhead)
+        entry.record.timeToFirstTokenMs = firstChunkAt.map { GatewayHTTP.ms($0 - started) }
+        if let model = extractor.model ?? prepared.requestedModel { entry.record.model = model }
         if let usage = extractor.usage {
-            record.promptTokens = usage.promptTokens
-            record.completionTokens = usage.completionTokens
-            record.cachedTokens = usage.cachedTokens
-            record.costMicros = engine.pricing.costMicros(model: record.model, usage: usage)
+            entry.record.promptTokens = usage.promptTokens
+            entry.record.completionTokens = usage.completionTokens
+            entry.record.cachedTokens = usage.cachedTokens
+            entry.record.costMicros = engine.pricing.costMicros(model: entry.record.model, usage: usage)
         }
-        record.error = status >= 400 ? failure ?? "upstream_status_\(status)" : failure
+        entry.record.error = status >= 400 ? failure ?? "upstream_status_\(status)" : failure
         if let reservation = prepared.reservation {
             let actual: LimitLedger.Actual =
                 if let usage = extractor.usage {
-                    .init(tokens: usage.promptTokens + usage.completionTokens, costMicros: record.costMicros ?? 0)
+                    .init(tokens: usage.promptTokens + usage.completionTokens, costMicros: entry.record.costMicros ?? 0)
                 } else if status >= 400 {
                     .init(tokens: 0, costMicros: 0)
                 } else {
@@ -363,11 +384,9 @@ final class ResponseProcessor {
                 }
             engine.ledger.settle(reservation, actual: actual)
             if extractor.usage == nil, status < 400 {
-                record.costMicros = record.costMicros ?? reservation.estimate.costMicros
+                entry.record.costMicros = entry.record.costMicros ?? reservation.estimate.costMicros
             }
         }
-        var entry = prepared.pending
-        entry.record = record
         if prepared.captureResponse { entry.responseBody = captured }
         engine.logWriter.enqueue(entry)
     }

@@ -35,7 +35,13 @@ public final class RequestLogWriter: Service, Sendable {
     let capacity: Int
     let flushInterval: Duration
     let logger: Logger
-    private let queue = Mutex<[PendingRequestLog]>([])
+    /// Queued entries, and how many taken by the writer are not written yet: together at most
+    /// `capacity` entries are held in memory.
+    private struct Queue {
+        var entries: [PendingRequestLog] = []
+        var inFlight = 0
+    }
+    private let queue = Mutex(Queue())
     private let droppedCount = Atomic<Int>(0)
     private let writtenCount = Atomic<Int>(0)
 
@@ -50,13 +56,15 @@ public final class RequestLogWriter: Service, Sendable {
     /// Entries dropped because the queue was full.
     public var dropped: Int { droppedCount.load(ordering: .relaxed) }
     public var written: Int { writtenCount.load(ordering: .relaxed) }
-    public var pending: Int { queue.withLock { $0.count } }
+    /// Entries not written yet (queued or being written).
+    public var pending: Int { queue.withLock { $0.entries.count + $0.inFlight } }
 
     /// What the gateway calls at the end of every request (public for the microbenchmark).
-    public func enqueue(_ entry: PendingRequestLog) {
+    public func enqueue(_ entry: consuming PendingRequestLog) {
+        var entry = Optional(entry)  // moved into the queue, not copied field by field
         let accepted = queue.withLock { q -> Bool in
-            guard q.count < capacity else { return false }
-            q.append(entry)
+            guard q.entries.count + q.inFlight < capacity, let taken = entry.take() else { return false }
+            q.entries.append(taken)
             return true
         }
         if !accepted {
@@ -80,29 +88,42 @@ public final class RequestLogWriter: Service, Sendable {
     /// Writes everything queued so far. A failed batch is put back (bounded by capacity).
     public func flush() async {
         while true {
-            let batch = queue.withLock { q -> [PendingRequestLog] in
-                let n = min(q.count, 500)
-                let head = Array(q.prefix(n))
-                q.removeFirst(n)
-                return head
+            // Everything queued is taken at once (the array is handed over, not copied entry by
+            // entry) and written in batches of at most `batchSize`.
+            let taken = queue.withLock { q -> [PendingRequestLog] in
+                var all: [PendingRequestLog] = []
+                swap(&all, &q.entries)
+                q.inFlight += all.count
+                return all
             }
-            guard !batch.isEmpty else { return }
-            let records = batch.map(seal)
-            do {
-                try await store.insertRequestLogs(records)
-                writtenCount.add(records.count, ordering: .relaxed)
-            } catch {
-                if !(error is CancellationError) {
-                    logger.error("writing request log batch failed; will retry", metadata: ["error": "\(error)"])
+            guard !taken.isEmpty else { return }
+            var start = 0
+            while start < taken.count {
+                let end = min(start + Self.batchSize, taken.count)
+                let records = taken[start..<end].map(seal)
+                do {
+                    try await store.insertRequestLogs(records)
+                    writtenCount.add(records.count, ordering: .relaxed)
+                    queue.withLock { $0.inFlight -= records.count }
+                } catch {
+                    if !(error is CancellationError) {
+                        logger.error("writing request log batch failed; will retry", metadata: ["error": "\(error)"])
+                    }
+                    // This batch and the ones after it go back to the front.
+                    queue.withLock { q in
+                        q.inFlight -= taken.count - start
+                        let room = max(0, capacity - q.entries.count - q.inFlight)
+                        q.entries.insert(contentsOf: taken[start...].prefix(room), at: 0)
+                    }
+                    return
                 }
-                queue.withLock { q in
-                    let room = max(0, capacity - q.count)
-                    q.insert(contentsOf: batch.prefix(room), at: 0)
-                }
-                return
+                start = end
             }
         }
     }
+
+    /// Rows per store call (one transaction each).
+    static let batchSize = 500
 
     func seal(_ entry: PendingRequestLog) -> RequestLogRecord {
         var record = entry.record
