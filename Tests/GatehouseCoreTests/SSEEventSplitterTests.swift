@@ -54,6 +54,16 @@ struct SSEEventSplitterTests {
         ])
     }
 
+    @Test func aLineOfOnlyCarriageReturnsIsBlank() {
+        #expect(Self.run("data: a\n\r\r\ndata: b\r\n\r\n") == [
+            Event(raw: "data: a\n\r\r\n", data: "a"), Event(raw: "data: b\r\n\r\n", data: "b"),
+        ])
+        // A line with content after a carriage return is not blank.
+        var splitter = SSEEventSplitter()
+        #expect(splitter.feed(Array("data: a\n\rx\n".utf8)).isEmpty)
+        #expect(splitter.feed(Array("\n".utf8)).count == 1)
+    }
+
     @Test func aSingleNewlineDoesNotEndAnEvent() {
         var splitter = SSEEventSplitter()
         #expect(splitter.feed(Array("data: a\n".utf8)).isEmpty)
@@ -257,6 +267,14 @@ struct UsageObjectScanTests {
         (#"{"usage":"#, false),
         (#""#, false),
         (#"{"x":{"usage"  :{"a":1}}}"#, true),
+        // The scan jumps between `g`s: words with a g before, inside and after the real key.
+        (#"{"model":"gpt-4o","tag":"usage","usage":{"a":1}}"#, true),
+        (#"{"gggusage":{"usage":"g","usag":{}}}"#, false),
+        (#""usage"{"#, false),
+        (#""usage":{"#, true),
+        ("\"usage\":", false),
+        ("g", false),
+        ("usage", false),
     ])
     func findsOnlyAUsageObject(_ text: String, _ expected: Bool) {
         #expect(UsageExtractor.mentionsUsageObject(Array(text.utf8)) == expected)

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// One server-sent event: its raw bytes (including the blank line that ends it) and the
 /// joined payload of its `data:` lines.
 public struct SSEEvent: Sendable, Equatable {
@@ -15,8 +21,9 @@ public struct SSEEvent: Sendable, Equatable {
 public struct SSEEventSplitter: Sendable {
     public let maxEventBytes: Int
     private var pending: [UInt8] = []
-    /// Bytes of the current line scanned so far (for blank-line detection).
-    private var lineLength = 0
+    /// Whether the current line, scanned so far, has a byte other than `\r` (for blank-line
+    /// detection).
+    private var lineHasContent = false
     private var scanned = 0
     public private(set) var overflowed = false
 
@@ -40,25 +47,29 @@ public struct SSEEventSplitter: Sendable {
         pending.append(contentsOf: chunk)
         var events: [SSEEvent] = []
         var eventStart = 0
-        var lineLength = self.lineLength
+        var lineHasContent = self.lineHasContent
         pending.withUnsafeBufferPointer { bytes in
+            guard let base = bytes.baseAddress else { return }
+            let count = bytes.count
             var i = scanned
-            while i < bytes.count {
-                let b = bytes[i]
-                if b == 0x0A {  // \n
-                    if lineLength == 0 {
-                        // Blank line: the event is bytes[eventStart...i].
-                        events.append(Self.parse(UnsafeBufferPointer(rebasing: bytes[eventStart...i])))
-                        eventStart = i + 1
-                    }
-                    lineLength = 0
-                } else if b != 0x0D {  // \r
-                    lineLength += 1
+            // Line by line: `memchr` finds each `\n` (vectorised in libc); a line is blank when
+            // it holds nothing but `\r`.
+            while i < count {
+                guard let found = memchr(base + i, 0x0A, count - i) else {
+                    if !lineHasContent { lineHasContent = Self.hasContent(bytes, from: i, to: count) }
+                    break
                 }
-                i += 1
+                let newline = Int(bitPattern: found) - Int(bitPattern: base)
+                if !lineHasContent, !Self.hasContent(bytes, from: i, to: newline) {
+                    // Blank line: the event is bytes[eventStart...newline].
+                    events.append(Self.parse(UnsafeBufferPointer(rebasing: bytes[eventStart...newline])))
+                    eventStart = newline + 1
+                }
+                lineHasContent = false
+                i = newline + 1
             }
         }
-        self.lineLength = lineLength
+        self.lineHasContent = lineHasContent
         if eventStart > 0 { pending.removeFirst(eventStart) }
         scanned = pending.count
         if pending.count > maxEventBytes {
@@ -70,9 +81,19 @@ public struct SSEEventSplitter: Sendable {
         return events
     }
 
+    /// Whether `bytes[start..<end]` holds anything but `\r`.
+    private static func hasContent(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int) -> Bool {
+        var i = start
+        while i < end {
+            if bytes[i] != 0x0D { return true }
+            i += 1
+        }
+        return false
+    }
+
     /// Whatever is left when the stream ends (an event without its closing blank line).
     public mutating func finish() -> SSEEvent? {
-        defer { pending = []; scanned = 0; lineLength = 0 }
+        defer { pending = []; scanned = 0; lineHasContent = false }
         guard !pending.isEmpty else { return nil }
         return overflowed ? SSEEvent(raw: pending, data: [], name: nil) : pending.withUnsafeBufferPointer { Self.parse($0) }
     }
@@ -85,8 +106,9 @@ public struct SSEEventSplitter: Sendable {
         var lineStart = 0
         let count = raw.count
         while lineStart < count {
-            var lineEnd = lineStart
-            while lineEnd < count, raw[lineEnd] != 0x0A { lineEnd += 1 }
+            let lineEnd = memchr(raw.baseAddress! + lineStart, 0x0A, count - lineStart).map {
+                Int(bitPattern: $0) - Int(bitPattern: raw.baseAddress!)
+            } ?? count
             var end = lineEnd
             if end > lineStart, raw[end - 1] == 0x0D { end -= 1 }
             let length = end - lineStart

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Token usage of one call, normalised across providers.
 public struct Usage: Sendable, Equatable {
     /// All input tokens, including cached ones (OpenAI `prompt_tokens`; Anthropic
@@ -107,13 +113,15 @@ extension UsageExtractor {
     /// stream event before any parsing, since every OpenAI chunk carries `"usage":null`.
     public static func mentionsUsageObject(_ data: [UInt8]) -> Bool {
         data.withUnsafeBufferPointer { d in
-            // "usage" with its quotes: 22 75 73 61 67 65 22
+            guard let base = d.baseAddress else { return false }
+            // "usage" with its quotes: 22 75 73 61 67 65 22. `memchr` finds each `g` (rare in a
+            // chunk, vectorised in libc); the quoted word is checked around it.
             let n = d.count
-            var i = 0
-            while i + 7 <= n {
-                if d[i] == 0x22, d[i + 1] == 0x75, d[i + 2] == 0x73, d[i + 3] == 0x61, d[i + 4] == 0x67, d[i + 5] == 0x65,
-                    d[i + 6] == 0x22
-                {
+            var from = 4
+            while from < n - 2, let found = memchr(base + from, 0x67, n - 2 - from) {
+                let g = Int(bitPattern: found) - Int(bitPattern: base)
+                let i = g - 4
+                if d[i] == 0x22, d[i + 1] == 0x75, d[i + 2] == 0x73, d[i + 3] == 0x61, d[i + 5] == 0x65, d[i + 6] == 0x22 {
                     var j = i + 7
                     while j < n, d[j] == 0x20 || d[j] == 0x0A || d[j] == 0x0D || d[j] == 0x09 { j += 1 }
                     if j < n, d[j] == UInt8(ascii: ":") {
@@ -122,7 +130,7 @@ extension UsageExtractor {
                         if j < n, d[j] == UInt8(ascii: "{") { return true }
                     }
                 }
-                i += 1
+                from = g + 1
             }
             return false
         }
