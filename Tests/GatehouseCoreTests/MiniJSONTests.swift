@@ -118,9 +118,18 @@ struct MiniJSONTests {
             Array(#"{"a":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8),  // invalid UTF-8 in a skipped string
             Array(#"{"skip":["#.utf8) + Array(#""\ud800\u0041""#.utf8) + Array("]}".utf8),  // lone surrogate, skipped
             Array(#"{"skip":{"k":[1,{"x":"\u00e9\ud83d\ude00"}]},"model":"m"}"#.utf8),
+            // Top-level keys: escaped spellings of kept names, non-ASCII, empty, duplicated,
+            // invalid UTF-8 and control characters (the byte comparison must agree with decoding).
+            Array(#"{"mod\u0065l":"x","a":1,"\u0061":2}"#.utf8),
+            Array(#"{"\u00e9":1,"é":2,"a\"b":3,"":4,"a":5,"a":6}"#.utf8),
+            Array(#"{"x":1,""#.utf8) + [0xC3, 0x28] + Array(#"":2}"#.utf8),
+            Array(#"{"x":1,"a"#.utf8) + [0x01] + Array(#"":2}"#.utf8),
+            Array(#"{"model\/":1,"model ":2,"Model":3,"mode":4,"models":5,"modex":6,"model":7,"usagf":8,"modeL":9}"#.utf8),
         ]
         for input in inputs {
-            for keys: Set<String> in [[], ["a"], ["model", "usage"], ["s", "n", "nested", "dup"]] { check(input, keys: keys) }
+            for keys: Set<String> in [[], ["a"], ["model", "usage"], ["s", "n", "nested", "dup"], ["", "é", "a\"b"]] {
+                check(input, keys: keys)
+            }
         }
         // Random prefixes of valid documents are mostly invalid: both parsers must agree.
         for text in Self.valid {

@@ -44,11 +44,43 @@ public enum MiniJSON {
     /// named in `keys` are kept; every other value is checked and skipped without being built
     /// (a chat request's `messages`, a completion's `choices`).
     public static func parseObject(_ bytes: some Collection<UInt8>, keeping keys: Set<String>) -> [String: Value]? {
+        parseObject(bytes, keeping: KeySet(keys))
+    }
+
+    /// Like ``parseObject(_:keeping:)-(_,Set<String>)`` with the names prepared once: callers on the
+    /// hot path keep a static `KeySet`.
+    public static func parseObject(_ bytes: some Collection<UInt8>, keeping keys: KeySet) -> [String: Value]? {
         if let result = bytes.withContiguousStorageIfAvailable({ parseObject(buffer: $0, keeping: keys) }) { return result }
         return Array(bytes).withUnsafeBufferPointer { parseObject(buffer: $0, keeping: keys) }
     }
 
-    static func parseObject(buffer: UnsafeBufferPointer<UInt8>, keeping keys: Set<String>? = nil) -> [String: Value]? {
+    /// The top-level member names a caller wants built. A key that is plain ASCII without
+    /// escapes (every key a provider sends) is compared on its bytes, so the members that are
+    /// skipped never become `String`s or get hashed; any other key is decoded and compared as text.
+    public struct KeySet: Sendable {
+        let names: [String]
+        let utf8: [[UInt8]]
+
+        public init(_ names: some Sequence<String>) {
+            let unique = Array(Set(names))
+            self.names = unique
+            self.utf8 = unique.map { Array($0.utf8) }
+        }
+
+        public func contains(_ name: String) -> Bool { names.contains(name) }
+
+        /// The kept name spelled by `raw`, if any.
+        func name(matching raw: UnsafeBufferPointer<UInt8>) -> String? {
+            candidates: for k in 0..<utf8.count where utf8[k].count == raw.count {
+                let name = utf8[k]
+                for j in 0..<raw.count where name[j] != raw[j] { continue candidates }
+                return names[k]
+            }
+            return nil
+        }
+    }
+
+    static func parseObject(buffer: UnsafeBufferPointer<UInt8>, keeping keys: KeySet? = nil) -> [String: Value]? {
         var reader = Reader(bytes: buffer)
         reader.keep = keys
         reader.skipWhitespace()
@@ -62,7 +94,7 @@ public enum MiniJSON {
         let bytes: UnsafeBufferPointer<UInt8>
         var i = 0
         /// When set, the top-level members to build (the others are skipped).
-        var keep: Set<String>? = nil
+        var keep: KeySet? = nil
 
         var atEnd: Bool { i >= bytes.count }
 
@@ -110,16 +142,29 @@ public enum MiniJSON {
             }
             while true {
                 skipWhitespace()
-                guard peek() == UInt8(ascii: "\""), let key = string() else { return nil }
+                guard peek() == UInt8(ascii: "\"") else { return nil }
+                let key: String?
+                if depth == 1, let keep {
+                    // A top-level key of a filtered parse: only a kept one is built.
+                    if let raw = plainKey() {
+                        key = keep.name(matching: raw)
+                    } else {
+                        guard let decoded = string() else { return nil }
+                        key = keep.contains(decoded) ? decoded : nil
+                    }
+                } else {
+                    guard let decoded = string() else { return nil }
+                    key = decoded
+                }
                 skipWhitespace()
                 guard peek() == UInt8(ascii: ":") else { return nil }
                 i += 1
                 skipWhitespace()
-                if depth == 1, let keep, !keep.contains(key) {
-                    guard skip(depth: depth) else { return nil }
-                } else {
+                if let key {
                     guard let member = value(depth: depth) else { return nil }
                     members[key] = member
+                } else {
+                    guard skip(depth: depth) else { return nil }
                 }
                 skipWhitespace()
                 switch peek() {
@@ -245,6 +290,24 @@ public enum MiniJSON {
                 }
             }
             return false
+        }
+
+        /// A string starting at the opening quote made only of printable ASCII without escapes:
+        /// its bytes (quotes excluded), the reader moved past it. Anything else: `nil`, the
+        /// reader not moved (``string()`` reads it).
+        mutating func plainKey() -> UnsafeBufferPointer<UInt8>? {
+            var j = i + 1
+            while j < bytes.count {
+                let b = bytes[j]
+                if b == UInt8(ascii: "\"") {
+                    let raw = UnsafeBufferPointer(rebasing: bytes[(i + 1)..<j])
+                    i = j + 1
+                    return raw
+                }
+                guard b >= 0x20, b < 0x80, b != UInt8(ascii: "\\") else { return nil }
+                j += 1
+            }
+            return nil
         }
 
         /// A string starting at the opening quote; escapes decoded, UTF-8 validated.

@@ -46,12 +46,13 @@ public struct UsageExtractor: Sendable {
 
     /// Feeds a complete JSON document (a non-streaming body or one SSE `data:` payload).
     public mutating func observe(json bytes: some Collection<UInt8>) {
-        guard let object = MiniJSON.parseObject(bytes, keeping: Self.topLevelKeys) else { return }
+        guard let object = MiniJSON.parseObject(bytes, keeping: Self.topLevelKeySet) else { return }
         observe(object: object)
     }
 
     /// The top-level members ``observe(object:)`` reads, in either dialect.
     public static let topLevelKeys: Set<String> = ["model", "usage", "response", "message"]
+    static let topLevelKeySet = MiniJSON.KeySet(topLevelKeys)
 
     public mutating func observe(object: [String: MiniJSON.Value]) {
         switch dialect {

@@ -400,7 +400,7 @@ final class ResponseProcessor {
         }
     }
 
-    static let observedKeys = UsageExtractor.topLevelKeys.union(["choices"])
+    static let observedKeys = MiniJSON.KeySet(UsageExtractor.topLevelKeys.union(["choices"]))
 
     /// Feeds one SSE event to the usage extractor; returns `true` when it is the usage-only
     /// chunk the gateway asked for (`"choices":[]` with a `usage` object), which is hidden.

@@ -14,7 +14,7 @@ struct RequestBodyInfo: Sendable {
     var maxTokens: Int?
 
     /// The members read; the rest of the body (`messages`, …) is validated, not built.
-    static let readKeys: Set<String> = ["model", "stream", "stream_options", "user", "max_tokens", "max_completion_tokens", "max_output_tokens"]
+    static let readKeys = MiniJSON.KeySet(["model", "stream", "stream_options", "user", "max_tokens", "max_completion_tokens", "max_output_tokens"])
 
     /// Parses `body` if it is a JSON object; `nil` for an empty body. Throws for invalid JSON
     /// when the client said it is sending JSON.
