@@ -12,6 +12,21 @@ wait_for() {
     done
 }
 
+# gatehouse_binary : sets BIN to the Gatehouse binary to measure: $BIN if given, the existing
+# static release build with SKIP_BUILD=1, else a fresh one (the caller defines `log` and `die`)
+gatehouse_binary() {
+    if [ -n "${BIN:-}" ]; then
+        [ -x "$BIN" ] || die "BIN=$BIN is not an executable"
+    elif [ "${SKIP_BUILD:-0}" = 1 ]; then
+        BIN=.build-static/release/gatehouse
+        [ -x "$BIN" ] || die "SKIP_BUILD=1 but $BIN does not exist"
+    else
+        log "swift build -c release --static-swift-stdlib --product gatehouse --scratch-path .build-static"
+        swift build -c release --static-swift-stdlib --product gatehouse --scratch-path .build-static
+        BIN=.build-static/release/gatehouse
+    fi
+}
+
 # --- the static upstream ---------------------------------------------------------------------
 CHAT_JSON='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}'
 chunk() { printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini-2024-07-18","choices":[%s]%s}\\n\\n' "$1" "${2:-}"; }
