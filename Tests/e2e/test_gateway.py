@@ -943,6 +943,32 @@ def test_upstream_read_timeout_ends_the_stream(gatehouse, tmp_path):
         assert row["error"] == "stream_interrupted", row
 
 
+def test_a_late_head_is_not_a_read_timeout(gatehouse, tmp_path):
+    """The gap between chunks is counted from the response head, not from the request: a provider
+    that takes longer than --upstream-read-timeout to start answering (but less than the head
+    timeout) is answered normally, and a stream that then stalls is still ended on time."""
+    with fu.FakeUpstream() as upstream:
+        g, px = _timeout_instance(gatehouse, upstream, tmp_path, "--upstream-read-timeout", "0.5")
+        auth = {"Authorization": f"Bearer {px['key']}"}
+        t0 = time.monotonic()
+        r = requests.post(g.base_url + "/v1/chat/completions", json=chat_body(fu.HEAD_DELAY_MODEL), headers=auth,
+                          verify=g.verify, timeout=10)
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - t0 >= fu.HEAD_DELAY
+        # The same installation still ends a stream that goes quiet for longer than the timeout.
+        received = b""
+        with httpx.Client(base_url=g.base_url, verify=ssl.create_default_context(cafile=str(g.verify)), timeout=10.0) as c:
+            with c.stream("POST", "/v1/chat/completions", json=chat_body(fu.SLOW_MODEL, stream=True), headers=auth) as r:
+                assert r.status_code == 200
+                with pytest.raises(httpx.RemoteProtocolError):
+                    for part in r.iter_raw():
+                        received += part
+        assert fu.SLOW_PIECES[1].encode() not in received, received
+        rows = wait_rows(g, px["id"], 2)
+        assert [row["status"] for row in rows] == [200, 200], rows
+        assert [row["error"] for row in rows] == [None, "stream_interrupted"], rows
+
+
 def test_https_provider(gatehouse, tmp_path):
     """A provider over HTTPS: its certificate is verified — chain (the system's roots plus
     `--upstream-ca-file`) and host name (SNI `localhost`) — before the provider key is sent."""

@@ -65,6 +65,8 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var reused = false
     private var gotHead = false
     private var timer: Scheduled<Void>?
+    /// When the request went to the provider, and when its answer was last read from.
+    private var sentAt = NIODeadline.now()
     private var lastRead = NIODeadline.now()
 
     init(engine: GatewayEngine) { self.engine = engine }
@@ -280,7 +282,9 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 self.upstream = connection
                 self.reused = reused
                 connection.send(method: prepared.method, uri: prepared.uri, headers: prepared.headers, body: prepared.body, to: self)
-                self.arm(in: TimeAmount(self.engine.timeouts.head))
+                // One timer for the whole exchange, checked when it fires (see `timerFired`).
+                self.sentAt = .now()
+                self.arm(in: min(TimeAmount(self.engine.timeouts.head), TimeAmount(self.engine.timeouts.read)))
             case .failure:
                 // Refused, unresolvable, TLS failure or the connect deadline: not reachable.
                 self.unreachable(timedOut: false)
@@ -329,6 +333,12 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     // MARK: Timers (head deadline, then the longest gap between chunks)
+    //
+    // One timer per exchange, armed when the request is sent, first for the shorter of the two
+    // timeouts: it fires no later than the earliest moment either could expire (the gap between
+    // chunks is counted from the head, which comes after the send). When it fires it checks
+    // where the exchange is and, if nothing has expired, arms itself for the rest. Reads only
+    // note the time: no timer is cancelled and scheduled again per head or chunk.
 
     private func arm(in amount: TimeAmount) {
         cancelTimer()
@@ -347,6 +357,12 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         timer = nil
         guard state == .exchanging else { return }
         if !gotHead {
+            let headTimeout = TimeAmount(engine.timeouts.head)
+            let waited = NIODeadline.now() - sentAt
+            if waited < headTimeout {
+                arm(in: min(headTimeout - waited, TimeAmount(engine.timeouts.read)))
+                return
+            }
             upstream?.close()
             upstream = nil
             unreachable(timedOut: true)
@@ -369,7 +385,6 @@ extension GatewayHandler: UpstreamDelegate {
         guard connection === upstream, let context, let processor, !gotHead else { return }
         gotHead = true
         lastRead = .now()
-        arm(in: TimeAmount(engine.timeouts.read))
         let response = processor.head(status: Int(head.status.code), upstreamHeaders: head.headers, requestID: requestID)
         context.write(Self.wrapOutboundOut(.head(response)), promise: nil)
     }
