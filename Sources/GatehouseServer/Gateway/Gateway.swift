@@ -251,7 +251,6 @@ final class ResponseProcessor {
     private var capturedAll = true
     private var held: [UInt8] = []
     private var firstChunkAt: ContinuousClock.Instant? = nil
-    private(set) var recorded = false
 
     /// Error bodies up to this size are scrubbed whole; past it, chunk by chunk.
     static let maxScrubbedBodyBytes = 1024 * 1024
@@ -345,8 +344,7 @@ final class ResponseProcessor {
 
     /// The provider could not be reached or did not answer in time: nothing was spent.
     func unreachable(timedOut: Bool) {
-        guard !recorded, var entry = prepared.pending.take() else { return }
-        recorded = true
+        guard var entry = prepared.pending.take() else { return }  // already recorded
         entry.record.status = timedOut ? 504 : 502
         entry.record.error = timedOut ? "upstream_timeout" : "upstream_unreachable"
         entry.record.latencyMs = GatewayHTTP.ms(ContinuousClock.now - started)
@@ -358,8 +356,7 @@ final class ResponseProcessor {
     /// Settles the reservation and queues the log entry, once. Unknown usage on a success is
     /// settled at the reservation (never under-count spend); a provider error costs nothing.
     func record(failure: String?) {
-        guard !recorded, var entry = prepared.pending.take() else { return }
-        recorded = true
+        guard var entry = prepared.pending.take() else { return }  // already recorded
         if !isSSE, capturedAll { extractor.observe(json: captured) }
         entry.record.status = status
         entry.record.latencyMs = GatewayHTTP.ms(ContinuousClock.now - started)
