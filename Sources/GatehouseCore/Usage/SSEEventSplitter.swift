@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// One server-sent event: its raw bytes (including the blank line that ends it) and the
 /// joined payload of its `data:` lines.
 public struct SSEEvent: Sendable, Equatable {
@@ -49,17 +43,15 @@ public struct SSEEventSplitter: Sendable {
         var eventStart = 0
         var lineHasContent = self.lineHasContent
         pending.withUnsafeBufferPointer { bytes in
-            guard let base = bytes.baseAddress else { return }
             let count = bytes.count
             var i = scanned
             // Line by line: `memchr` finds each `\n` (vectorised in libc); a line is blank when
             // it holds nothing but `\r`.
             while i < count {
-                guard let found = memchr(base + i, 0x0A, count - i) else {
+                guard let newline = bytes.index(of: 0x0A, from: i, to: count) else {
                     if !lineHasContent { lineHasContent = Self.hasContent(bytes, from: i, to: count) }
                     break
                 }
-                let newline = Int(bitPattern: found) - Int(bitPattern: base)
                 if !lineHasContent, !Self.hasContent(bytes, from: i, to: newline) {
                     // Blank line: the event is bytes[eventStart...newline].
                     events.append(Self.parse(UnsafeBufferPointer(rebasing: bytes[eventStart...newline])))
@@ -106,9 +98,7 @@ public struct SSEEventSplitter: Sendable {
         var lineStart = 0
         let count = raw.count
         while lineStart < count {
-            let lineEnd = memchr(raw.baseAddress! + lineStart, 0x0A, count - lineStart).map {
-                Int(bitPattern: $0) - Int(bitPattern: raw.baseAddress!)
-            } ?? count
+            let lineEnd = raw.index(of: 0x0A, from: lineStart, to: count) ?? count
             var end = lineEnd
             if end > lineStart, raw[end - 1] == 0x0D { end -= 1 }
             let length = end - lineStart

@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// Token usage of one call, normalised across providers.
 public struct Usage: Sendable, Equatable {
     /// All input tokens, including cached ones (OpenAI `prompt_tokens`; Anthropic
@@ -114,13 +108,11 @@ extension UsageExtractor {
     /// stream event before any parsing, since every OpenAI chunk carries `"usage":null`.
     public static func mentionsUsageObject(_ data: [UInt8]) -> Bool {
         data.withUnsafeBufferPointer { d in
-            guard let base = d.baseAddress else { return false }
             // "usage" with its quotes: 22 75 73 61 67 65 22. `memchr` finds each `g` (rare in a
-            // chunk, vectorised in libc); the quoted word is checked around it.
+            // chunk); the quoted word is checked around it.
             let n = d.count
             var from = 4
-            while from < n - 2, let found = memchr(base + from, 0x67, n - 2 - from) {
-                let g = Int(bitPattern: found) - Int(bitPattern: base)
+            while let g = d.index(of: 0x67, from: from, to: n - 2) {
                 let i = g - 4
                 if d[i] == 0x22, d[i + 1] == 0x75, d[i + 2] == 0x73, d[i + 3] == 0x61, d[i + 5] == 0x65, d[i + 6] == 0x22 {
                     var j = i + 7
