@@ -282,9 +282,8 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 self.upstream = connection
                 self.reused = reused
                 connection.send(method: prepared.method, uri: prepared.uri, headers: prepared.headers, body: prepared.body, to: self)
-                // One timer for the whole exchange, checked when it fires (see `timerFired`).
                 self.sentAt = .now()
-                self.arm(in: min(TimeAmount(self.engine.timeouts.head), TimeAmount(self.engine.timeouts.read)))
+                self.armBeforeHead()
             case .failure:
                 // Refused, unresolvable, TLS failure or the connect deadline: not reachable.
                 self.unreachable(timedOut: false)
@@ -340,6 +339,12 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // where the exchange is and, if nothing has expired, arms itself for the rest. Reads only
     // note the time: no timer is cancelled and scheduled again per head or chunk.
 
+    /// Until the head arrives: the rest of the head timeout, at most one read timeout.
+    private func armBeforeHead() {
+        let left = TimeAmount(engine.timeouts.head) - (NIODeadline.now() - sentAt)
+        arm(in: min(left, TimeAmount(engine.timeouts.read)))
+    }
+
     private func arm(in amount: TimeAmount) {
         cancelTimer()
         guard let context else { return }
@@ -357,10 +362,8 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         timer = nil
         guard state == .exchanging else { return }
         if !gotHead {
-            let headTimeout = TimeAmount(engine.timeouts.head)
-            let waited = NIODeadline.now() - sentAt
-            if waited < headTimeout {
-                arm(in: min(headTimeout - waited, TimeAmount(engine.timeouts.read)))
+            if NIODeadline.now() - sentAt < TimeAmount(engine.timeouts.head) {
+                armBeforeHead()
                 return
             }
             upstream?.close()
