@@ -898,6 +898,29 @@ def _timeout_instance(gatehouse, upstream, tmp_path, *flags):
     return g, px
 
 
+def _post_head_delayed(g, px):
+    """A chat call the fake provider starts answering only after HEAD_DELAY seconds: the
+    response and how long it took."""
+    t0 = time.monotonic()
+    r = requests.post(g.base_url + "/v1/chat/completions", json=chat_body(fu.HEAD_DELAY_MODEL),
+                      headers={"Authorization": f"Bearer {px['key']}"}, verify=g.verify, timeout=10)
+    return r, time.monotonic() - t0
+
+
+def _slow_stream_until_closed(g, px) -> bytes:
+    """Streams SLOW_MODEL (pieces SLOW_DELAY apart) until Gatehouse closes the connection mid-
+    stream; what arrived before."""
+    received = b""
+    with httpx.Client(base_url=g.base_url, verify=ssl.create_default_context(cafile=str(g.verify)), timeout=10.0) as c:
+        with c.stream("POST", "/v1/chat/completions", json=chat_body(fu.SLOW_MODEL, stream=True),
+                      headers={"Authorization": f"Bearer {px['key']}"}) as r:
+            assert r.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                for part in r.iter_raw():
+                    received += part
+    return received
+
+
 def test_upstream_head_timeout_is_504(gatehouse, tmp_path):
     """A provider that does not start answering within --upstream-head-timeout: 504, logged,
     nothing spent. (Its own fake provider: the module's checks every credential the shared one
@@ -905,10 +928,7 @@ def test_upstream_head_timeout_is_504(gatehouse, tmp_path):
     with fu.FakeUpstream() as upstream:
         g, px = _timeout_instance(gatehouse, upstream, tmp_path, "--upstream-head-timeout", "0.5")
         auth = {"Authorization": f"Bearer {px['key']}"}
-        t0 = time.monotonic()
-        r = requests.post(g.base_url + "/v1/chat/completions", json=chat_body(fu.HEAD_DELAY_MODEL), headers=auth,
-                          verify=g.verify, timeout=10)
-        elapsed = time.monotonic() - t0
+        r, elapsed = _post_head_delayed(g, px)
         assert_openai_error(r, 504)
         assert r.json()["error"]["code"] == "upstream_timeout"
         assert 0.4 < elapsed < fu.HEAD_DELAY, f"504 after {elapsed:.2f}s"
@@ -928,14 +948,7 @@ def test_upstream_read_timeout_ends_the_stream(gatehouse, tmp_path):
     with fu.FakeUpstream() as upstream:
         g, px = _timeout_instance(gatehouse, upstream, tmp_path, "--upstream-read-timeout", "0.5")
         t0 = time.monotonic()
-        received = b""
-        with httpx.Client(base_url=g.base_url, verify=ssl.create_default_context(cafile=str(g.verify)), timeout=10.0) as c:
-            with c.stream("POST", "/v1/chat/completions", json=chat_body(fu.SLOW_MODEL, stream=True),
-                          headers={"Authorization": f"Bearer {px['key']}"}) as r:
-                assert r.status_code == 200
-                with pytest.raises(httpx.RemoteProtocolError):
-                    for part in r.iter_raw():
-                        received += part
+        received = _slow_stream_until_closed(g, px)
         elapsed = time.monotonic() - t0
         assert fu.SLOW_PIECES[0].encode() in received and fu.SLOW_PIECES[1].encode() not in received, received
         assert elapsed < fu.SLOW_DELAY, f"the stream ended after {elapsed:.2f}s"
@@ -949,21 +962,14 @@ def test_a_late_head_is_not_a_read_timeout(gatehouse, tmp_path):
     timeout) is answered normally, and a stream that then stalls is still ended on time."""
     with fu.FakeUpstream() as upstream:
         g, px = _timeout_instance(gatehouse, upstream, tmp_path, "--upstream-read-timeout", "0.5")
-        auth = {"Authorization": f"Bearer {px['key']}"}
-        t0 = time.monotonic()
-        r = requests.post(g.base_url + "/v1/chat/completions", json=chat_body(fu.HEAD_DELAY_MODEL), headers=auth,
-                          verify=g.verify, timeout=10)
+        r, elapsed = _post_head_delayed(g, px)
         assert r.status_code == 200, r.text
-        assert time.monotonic() - t0 >= fu.HEAD_DELAY
+        assert elapsed >= fu.HEAD_DELAY
         # The same installation still ends a stream that goes quiet for longer than the timeout.
-        received = b""
-        with httpx.Client(base_url=g.base_url, verify=ssl.create_default_context(cafile=str(g.verify)), timeout=10.0) as c:
-            with c.stream("POST", "/v1/chat/completions", json=chat_body(fu.SLOW_MODEL, stream=True), headers=auth) as r:
-                assert r.status_code == 200
-                with pytest.raises(httpx.RemoteProtocolError):
-                    for part in r.iter_raw():
-                        received += part
+        t0 = time.monotonic()
+        received = _slow_stream_until_closed(g, px)
         assert fu.SLOW_PIECES[1].encode() not in received, received
+        assert time.monotonic() - t0 < fu.SLOW_DELAY
         rows = wait_rows(g, px["id"], 2)
         assert [row["status"] for row in rows] == [200, 200], rows
         assert [row["error"] for row in rows] == [None, "stream_interrupted"], rows
