@@ -27,6 +27,21 @@ gatehouse_binary() {
     fi
 }
 
+# gatehouse_started DIR : once `gatehouse serve` (output in DIR/gatehouse.out and .err, data in
+# DIR/data) says it listens: sets GH_PORT, GH, OWNER_KEY and CERT, or dies showing its output
+gatehouse_started() {
+    GH_PORT=$(sed -n 's|.*Gatehouse listening on https://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$1/gatehouse.out")
+    OWNER_KEY=$(sed -n 's/^Owner API key (shown once): //p' "$1/gatehouse.out")
+    [ -n "$GH_PORT" ] && [ -n "$OWNER_KEY" ] || { cat "$1/gatehouse.out" "$1/gatehouse.err" >&2; die "gatehouse did not start"; }
+    GH="https://127.0.0.1:$GH_PORT"
+    CERT="$1/data/tls/cert.pem"
+}
+# api PATH JSON : POST to Gatehouse's admin API as the owner (after gatehouse_started)
+api() {
+    curl -sSf --max-time "${API_MAX_TIME:-60}" --cacert "$CERT" -H "Authorization: Bearer $OWNER_KEY" \
+        -H "Content-Type: application/json" -d "$2" "$GH$1"
+}
+
 # --- the static upstream ---------------------------------------------------------------------
 CHAT_JSON='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}'
 chunk() { printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini-2024-07-18","choices":[%s]%s}\\n\\n' "$1" "${2:-}"; }
@@ -76,7 +91,7 @@ EOF
 }
 
 # proxy_key NAME BASE_URL : a provider key for BASE_URL and a proxy key on it with a rate limit
-# and a budget (request logging is on by default); the caller defines `api PATH JSON`
+# and a budget (request logging is on by default), through `api`
 proxy_key() {
     local id
     id=$(api /api/provider-keys "{\"name\":\"$1\",\"provider\":\"openai-compatible\",\"base_url\":\"$2\",\"api_key\":\"sk-bench-upstream\"}" | json_field id)
