@@ -299,6 +299,7 @@ async def _open_streams_main(a):
 LABELS = {
     "direct": "direct (upstream nginx, HTTP)",
     "nginx": "nginx TLS 1.3 proxy (floor)",
+    "swift": "Swift floor (bare SwiftNIO TLS proxy)",
     "litellm": "LiteLLM",
     "gatehouse": "Gatehouse",
 }
@@ -436,6 +437,18 @@ def report(d, out):
     else:
         check(f"added p50 at {lo} conn ≤ 1.3× nginx's", None, False, "nginx not run")
         check(f"req/s at {hi} conns ≥ 0.5× nginx's", None, False, "nginx not run")
+    if "swift" in have:
+        # The least the packages Gatehouse is built on cost as a proxy (Benchmarks/Floor): how much
+        # of the gap to nginx is the stack, and how much Gatehouse adds on top of it.
+        s50 = added(lo, "swift", "p50")
+        if "nginx" in have:
+            ratios.append(f"- Swift floor / nginx, added p50 at {lo} connection(s): {_fx(_ratio(s50, n50))} "
+                          f"({_us(s50)} vs {_us(n50)}); req/s at {hi}: {_fx(_ratio(get(hi, 'swift', 'rps'), get(hi, 'nginx', 'rps')))}")
+        if "gatehouse" in have:
+            ratios.append(f"- Gatehouse / Swift floor, added p50 at {lo} connection(s): {_fx(_ratio(g50, s50))} "
+                          f"({_us(g50)} vs {_us(s50)}); req/s at {hi}: {_fx(_ratio(get(hi, 'gatehouse', 'rps'), get(hi, 'swift', 'rps')))}")
+        st, gt, nt = ttfb_added("swift"), ttfb_added("gatehouse"), ttfb_added("nginx")
+        ratios.append(f"- Added streaming TTFB: nginx {_us(nt)}, Swift floor {_us(st)}, Gatehouse {_us(gt)}")
     if "litellm" in have and "gatehouse" in have:
         r3 = _ratio(get(hi, "gatehouse", "rps"), get(hi, "litellm", "rps"))
         g99, l99 = added(hi, "gatehouse", "p99"), added(hi, "litellm", "p99")
@@ -518,6 +531,9 @@ def report(d, out):
         described = []
         if "nginx" in targets:
             described.append(f"nginx as a TLS 1.3 reverse proxy (keep-alive to the upstream, {meta['proxy_workers']} workers)")
+        if "swift" in targets:
+            described.append("the Swift floor: a bare SwiftNIO + NIOSSL + NIOHTTP1 TLS 1.3 proxy (`Benchmarks/Floor`, release, "
+                             "same certificate, one kept-alive upstream connection per client connection, no gateway work)")
         if "litellm" in targets:
             described.append(
                 f"LiteLLM {meta['litellm']} (master key, no database, no callbacks, {meta['litellm_workers']} workers, "

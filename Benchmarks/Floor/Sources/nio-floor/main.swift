@@ -1,0 +1,277 @@
+// The Swift floor: the least a TLS 1.3 reverse proxy built on Gatehouse's transport packages
+// costs on this machine. SwiftNIO's event loops, NIOSSL (BoringSSL) for TLS, NIOHTTP1 (llhttp)
+// on both sides, one kept-alive upstream connection per client connection on the client's own
+// event loop, writes gathered into one TLS record per flush, and nothing else: no
+// authentication, no limits, no usage parsing, no logging, no HTTPTypes conversion, no
+// Hummingbird. Benchmarks/run measures it as the target `swift` next to nginx and Gatehouse, so
+// the gap between nginx and Gatehouse splits into what the packages cost and what Gatehouse adds.
+//
+//   nio-floor --upstream 127.0.0.1:PORT --cert cert.pem --key key.pem [--port 0] [--threads N]
+//             [--no-coalesce]
+//
+// Prints `nio-floor listening on https://127.0.0.1:PORT` once bound. Not a product: it forwards
+// whatever it is sent, to one upstream, and keeps no bounds beyond NIOHTTP1's defaults.
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+struct Options {
+    var port = 0
+    var upstream: SocketAddress?
+    var cert = ""
+    var key = ""
+    var threads = System.coreCount
+    var coalesce = true
+
+    static func parse(_ arguments: [String]) -> Options? {
+        var options = Options()
+        var rest = arguments[...]
+        while let flag = rest.popFirst() {
+            switch flag {
+            case "--no-coalesce": options.coalesce = false
+            case "--port", "--upstream", "--cert", "--key", "--threads":
+                guard let value = rest.popFirst() else { return nil }
+                switch flag {
+                case "--port": guard let port = Int(value) else { return nil }; options.port = port
+                case "--threads": guard let n = Int(value), n > 0 else { return nil }; options.threads = n
+                case "--cert": options.cert = value
+                case "--key": options.key = value
+                default:
+                    let parts = value.split(separator: ":")
+                    guard parts.count == 2, let port = Int(parts[1]),
+                        let address = try? SocketAddress(ipAddress: String(parts[0]), port: port)
+                    else { return nil }
+                    options.upstream = address
+                }
+            default: return nil
+            }
+        }
+        guard options.upstream != nil, !options.cert.isEmpty, !options.key.isEmpty else { return nil }
+        return options
+    }
+}
+
+/// Between the HTTP encoder and TLS: what is written between two flushes leaves as one buffer,
+/// so one TLS record (up to 16 KiB), as Gatehouse's `WriteCoalescingHandler` does.
+final class Coalescer: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    static let limit = 16 * 1024
+
+    private var gathered: ByteBuffer?
+    private var promise: EventLoopPromise<Void>?
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let buffer = unwrapOutboundIn(data)
+        if var held = gathered, held.readableBytes + buffer.readableBytes <= Self.limit {
+            gathered = nil  // `held` stays the only reference while it grows
+            held.writeImmutableBuffer(buffer)
+            gathered = held
+        } else {
+            release(context: context)
+            gathered = buffer
+        }
+        if let promise {
+            if let mine = self.promise { mine.futureResult.cascade(to: promise) } else { self.promise = promise }
+        }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        release(context: context)
+        context.flush()
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        release(context: context)
+        context.close(mode: mode, promise: promise)
+    }
+
+    private func release(context: ChannelHandlerContext) {
+        guard let held = gathered else { return }
+        let promise = self.promise
+        gathered = nil
+        self.promise = nil
+        context.write(wrapOutboundOut(held), promise: promise)
+    }
+}
+
+/// One client connection. Its requests go to its own upstream connection, opened on the same
+/// event loop at the first request and kept while the client's connection is open (wrk keeps its
+/// connections, so this is a pool with no lookups).
+final class ProxyHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let upstreamAddress: SocketAddress
+    private var context: ChannelHandlerContext?
+    private var upstream: UpstreamHandler?
+    private var connecting = false
+    private var waiting: [HTTPClientRequestPart] = []
+
+    init(upstream: SocketAddress) { self.upstreamAddress = upstream }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        upstream?.close()
+        upstream = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part: HTTPClientRequestPart
+        switch unwrapInboundIn(data) {
+        case .head(var head):
+            head.headers.remove(name: "connection")  // hop by hop: the upstream connection is ours
+            part = .head(head)
+        case .body(let buffer): part = .body(.byteBuffer(buffer))
+        case .end(let trailers): part = .end(trailers)
+        }
+        if let upstream {
+            upstream.send(part)
+        } else {
+            waiting.append(part)
+            connect(context: context)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func connect(context: ChannelHandlerContext) {
+        guard !connecting else { return }
+        connecting = true
+        ClientBootstrap(group: context.eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(to: upstreamAddress)
+            .assumeIsolated()  // the connection belongs to this event loop
+            .whenComplete { result in
+                self.connecting = false
+                guard case .success(let channel) = result, self.context != nil else {
+                    if case .success(let channel) = result { channel.close(promise: nil) }
+                    self.context?.close(promise: nil)  // no 502 page: a benchmark sees the error
+                    return
+                }
+                do {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    let handler = UpstreamHandler(downstream: self)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    self.upstream = handler
+                    for part in self.waiting { handler.send(part) }
+                    self.waiting.removeAll()
+                } catch {
+                    channel.close(promise: nil)
+                    self.context?.close(promise: nil)
+                }
+            }
+    }
+
+    // From the upstream connection (same event loop).
+
+    func received(_ part: HTTPClientResponsePart) {
+        guard let context else { return }
+        switch part {
+        case .head(var head):
+            head.headers.remove(name: "connection")
+            head.headers.remove(name: "keep-alive")
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+        case .body(let buffer): context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        case .end(let trailers): context.write(wrapOutboundOut(.end(trailers)), promise: nil)
+        }
+    }
+
+    func upstreamReadComplete() { context?.flush() }
+
+    func upstreamClosed(_ handler: UpstreamHandler, midResponse: Bool) {
+        guard upstream === handler else { return }
+        upstream = nil
+        if midResponse { context?.close(promise: nil) }
+    }
+}
+
+final class UpstreamHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private unowned let downstream: ProxyHandler
+    private var context: ChannelHandlerContext?
+    private var midResponse = false
+
+    init(downstream: ProxyHandler) { self.downstream = downstream }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func send(_ part: HTTPClientRequestPart) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(part), promise: nil)
+        if case .end = part { context.flush() }
+    }
+
+    func close() { context?.close(promise: nil) }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        switch part {
+        case .head: midResponse = true
+        case .end: midResponse = false
+        case .body: break
+        }
+        downstream.received(part)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { downstream.upstreamReadComplete() }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        downstream.upstreamClosed(self, midResponse: midResponse)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+}
+
+guard let options = Options.parse(Array(CommandLine.arguments.dropFirst())) else {
+    print("usage: nio-floor --upstream HOST:PORT --cert CERT.pem --key KEY.pem [--port N] [--threads N] [--no-coalesce]")
+    exit(2)
+}
+
+// As Gatehouse: TLS 1.3 only, HTTP/1.1 over ALPN, the same certificate (Benchmarks/run).
+var tls = TLSConfiguration.makeServerConfiguration(
+    certificateChain: try NIOSSLCertificate.fromPEMFile(options.cert).map { .certificate($0) },
+    privateKey: .privateKey(try NIOSSLPrivateKey(file: options.key, format: .pem)))
+tls.minimumTLSVersion = .tlsv13
+tls.applicationProtocols = ["http/1.1"]
+let sslContext = try NIOSSLContext(configuration: tls)
+
+let upstream = options.upstream!
+let coalesce = options.coalesce
+let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
+let server = try await ServerBootstrap(group: group)
+    .serverChannelOption(.backlog, value: 1024)
+    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+    .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+            // As Hummingbird's HTTP/1 channel configures NIO's server pipeline for Gatehouse.
+            let ops = channel.pipeline.syncOperations
+            try ops.addHandler(NIOSSLServerHandler(context: sslContext))
+            if coalesce { try ops.addHandler(Coalescer()) }
+            try ops.configureHTTPServerPipeline(
+                withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
+                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: .init())
+            try ops.addHandler(ProxyHandler(upstream: upstream))
+        }
+    }
+    .bind(host: "127.0.0.1", port: options.port)
+    .get()
+print("nio-floor listening on https://127.0.0.1:\(server.localAddress?.port ?? options.port)")
+fflush(nil)  // every stream: the script waits for this line on a pipe
+try await server.closeFuture.get()
