@@ -22,6 +22,20 @@ struct GatewayCredentialTests {
         #expect(AdminAuthMiddleware.bearerToken(header).map(String.init) == expected)
     }
 
+    @Test func aFieldValueIsWhatTheSubscriptGives() {
+        let cases: [[(String, String)]] = [
+            [], [("Content-Type", "application/json")], [("Accept", "*/*"), ("content-type", "text/plain")],
+            [("Content-Type", "a"), ("Accept", "b"), ("Content-Type", "c")], [("Content-Type", "")],
+            [("Content-Type", ""), ("Content-Type", "x")], [("Cookie", "a=1"), ("Cookie", "b=2")],
+        ]
+        for pairs in cases {
+            let f = fields(pairs)
+            for name in [HTTPField.Name.contentType, .cookie, .contentLength] {
+                #expect(GatewayHTTP.value(f, name) == f[name], "\(pairs) \(name)")
+            }
+        }
+    }
+
     @Test func aGatehouseBearerComesFirstThenXAPIKeyThenHelicone() {
         #expect(GatewayHTTP.credential(fields([("x-api-key", "k1"), ("Authorization", "Bearer gate_proxy_x")])) == "gate_proxy_x")
         #expect(GatewayHTTP.credential(fields([("Authorization", "Bearer sk-other"), ("x-api-key", "k1")])) == "k1")

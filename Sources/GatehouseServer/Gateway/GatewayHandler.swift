@@ -36,7 +36,6 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case exchanging
     }
 
-    let engine: GatewayEngine
     private var context: ChannelHandlerContext?
     private var pool: UpstreamPool?
     private var peer: IPAddress?
@@ -69,7 +68,15 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var sentAt = NIODeadline.now()
     private var lastRead = NIODeadline.now()
 
-    init(engine: GatewayEngine) { self.engine = engine }
+    let engine: GatewayEngine
+    /// Over TLS: the gateway's heads carry `Strict-Transport-Security` from the start, so
+    /// ``RequestBoundaryHandler`` lets them pass instead of copying their fields to add it.
+    let hsts: Bool
+
+    init(engine: GatewayEngine, hsts: Bool = false) {
+        self.engine = engine
+        self.hsts = hsts
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -263,6 +270,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func answer(_ error: GatewayError, context: ChannelHandlerContext, overhead: Duration? = nil) {
         var (head, body) = error.response(requestID: requestID)
         head.headerFields[.gatehouseOverheadMs] = GatewayHTTP.msText(overhead ?? (ContinuousClock.now - started))
+        if hsts { head.headerFields.append(HTTPField(name: .strictTransportSecurity, value: RequestBoundaryHandler.hstsValue)) }
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
         context.write(Self.wrapOutboundOut(.body(body)), promise: nil)
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
@@ -388,7 +396,8 @@ extension GatewayHandler: UpstreamDelegate {
         guard connection === upstream, let context, let processor, !gotHead else { return }
         gotHead = true
         lastRead = .now()
-        let response = processor.head(status: Int(head.status.code), upstreamHeaders: head.headers, requestID: requestID)
+        var response = processor.head(status: Int(head.status.code), upstreamHeaders: head.headers, requestID: requestID)
+        if hsts { response.headerFields.append(HTTPField(name: .strictTransportSecurity, value: RequestBoundaryHandler.hstsValue)) }
         context.write(Self.wrapOutboundOut(.head(response)), promise: nil)
     }
 

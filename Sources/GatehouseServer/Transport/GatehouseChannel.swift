@@ -133,7 +133,7 @@ public struct GatehouseChannel: ServerChildChannel, HTTPChannelHandler {
             if let gateway {
                 let sync = channel.pipeline.syncOperations
                 let state = try sync.handler(type: HTTPConnectionStateHandler.self)
-                try sync.addHandler(GatewayHandler(engine: gateway), position: .after(state))
+                try sync.addHandler(GatewayHandler(engine: gateway, hsts: tls != nil), position: .after(state))
             }
             return value
         }.map { value in
@@ -256,12 +256,23 @@ final class RequestBoundaryHandler: ChannelDuplexHandler, RemovableChannelHandle
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch Self.unwrapOutboundIn(data) {
         case .head(var head):
-            if head.headerFields[.connection]?.lowercased() == "close" { closeAfterResponse = true }
-            if hsts {
+            // One pass over the fields, no joined strings. A head that already carries our HSTS
+            // value (the gateway's own) passes as it is: rewriting it would copy every field.
+            var hstsFields = 0
+            var hstsOurs = false
+            for field in head.headerFields {
+                if field.name == .connection {
+                    if field.value.lowercased() == "close" { closeAfterResponse = true }
+                } else if hsts, field.name == .strictTransportSecurity {
+                    hstsFields += 1
+                    hstsOurs = field.value == Self.hstsValue
+                }
+            }
+            if !hsts || (hstsFields == 1 && hstsOurs) {
+                context.write(data, promise: promise)
+            } else {
                 head.headerFields[.strictTransportSecurity] = Self.hstsValue
                 context.write(Self.wrapOutboundOut(.head(head)), promise: promise)
-            } else {
-                context.write(data, promise: promise)
             }
         case .body:
             context.write(data, promise: promise)
