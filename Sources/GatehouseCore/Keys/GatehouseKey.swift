@@ -50,22 +50,28 @@ public struct GatehouseKey: Sendable, Equatable {
 
     /// Parses and checks a key presented by a client.
     public static func parse(_ text: some StringProtocol) throws(ParseError) -> GatehouseKey {
-        let utf8 = Array(text.utf8)
-        // gate_ + kind + _ : find the kind between the first two underscores.
-        guard utf8.count > 5, utf8[0..<5].elementsEqual("gate_".utf8) else { throw .malformed }
-        guard let sep = utf8[5...].firstIndex(of: UInt8(ascii: "_")) else { throw .malformed }
-        guard let kind = KeyKind(rawValue: String(decoding: utf8[5..<sep], as: UTF8.self)) else {
-            throw .malformed
+        // Checked on the string's own UTF-8 bytes: no array of them, no second copy of the text.
+        var owned = String(text)
+        let checked: Result<(KeyKind, String), ParseError> = owned.withUTF8 { utf8 in
+            // gate_ + kind + _ : find the kind between the first two underscores.
+            guard utf8.count > 5, utf8[0..<5].elementsEqual("gate_".utf8) else { return .failure(.malformed) }
+            guard let sep = utf8[5...].firstIndex(of: UInt8(ascii: "_")) else { return .failure(.malformed) }
+            guard let kind = KeyKind.allCases.first(where: { $0.rawValue.utf8.elementsEqual(utf8[5..<sep]) }) else {
+                return .failure(.malformed)
+            }
+            let start = sep + 1
+            guard utf8.count == start + idLength + secretLength + checksumLength else { return .failure(.malformed) }
+            guard utf8[start...].allSatisfy(Base62.isSymbol) else { return .failure(.malformed) }
+            let bodyEnd = utf8.count - checksumLength
+            let expected = checksum(of: UnsafeBufferPointer(rebasing: utf8[0..<bodyEnd]))
+            // Not secret-dependent in a useful way (the checksum is public), so a plain compare is fine.
+            guard utf8[bodyEnd...].elementsEqual(expected.utf8) else { return .failure(.badChecksum) }
+            return .success((kind, String(decoding: UnsafeBufferPointer(rebasing: utf8[start..<(start + idLength)]), as: UTF8.self)))
         }
-        let start = sep + 1
-        guard utf8.count == start + idLength + secretLength + checksumLength else { throw .malformed }
-        guard utf8[start...].allSatisfy(Base62.isSymbol) else { throw .malformed }
-        let bodyEnd = utf8.count - checksumLength
-        let expected = Array(checksum(of: utf8[0..<bodyEnd]).utf8)
-        // Not secret-dependent in a useful way (the checksum is public), so a plain compare is fine.
-        guard utf8[bodyEnd...].elementsEqual(expected) else { throw .badChecksum }
-        let id = String(decoding: utf8[start..<(start + idLength)], as: UTF8.self)
-        return GatehouseKey(kind: kind, id: id, text: String(decoding: utf8, as: UTF8.self))
+        switch checked {
+        case .success(let (kind, id)): return GatehouseKey(kind: kind, id: id, text: owned)
+        case .failure(let error): throw error
+        }
     }
 
     /// A short, non-secret form for display: `gate_proxy_<id>…`.
@@ -76,6 +82,10 @@ public struct GatehouseKey: Sendable, Equatable {
     }
 
     static func checksum(of body: ArraySlice<UInt8>) -> String {
+        Base62.encode(UInt64(CRC32.checksum(body)), width: checksumLength)
+    }
+
+    static func checksum(of body: UnsafeBufferPointer<UInt8>) -> String {
         Base62.encode(UInt64(CRC32.checksum(body)), width: checksumLength)
     }
 }
