@@ -244,6 +244,25 @@ struct AdminAPITests {
         }
     }
 
+    /// The provider secret goes into a header of every provider request, and provider
+    /// connections do not validate headers a second time (docs/transport.md): a secret that could
+    /// end a header line or break one must never be stored.
+    @Test(arguments: ["\r\nX-Injected: 1", "\nX-Injected: 1", "\r", "\u{0}", " ", "\t", "\u{7F}", "é", "\u{2028}"])
+    func aProviderSecretThatCouldBreakAHeaderIsRefused(bad: String) async throws {
+        try await withGatehouse { g in
+            try await withAPI(g) { api in
+                let secret = newCanarySecret()
+                api.log.addCanary(secret)
+                let reply = try await api.call(
+                    .post, "/api/provider-keys", json: ["name": "x", "provider": "openai", "api_key": .string(secret + bad + "tail")])
+                expectError(reply, 422, "validation_error")
+                #expect(reply["error"]?["message"]?.string?.contains("api_key") == true)
+                #expect(!reply.text.contains(secret))
+                #expect(try await api.call(.get, "/api/provider-keys").listedIDs.isEmpty)
+            }
+        }
+    }
+
     @Test func baseURLCredentialsAreNeverEchoed() async throws {
         try await withGatehouse { g in
             try await withAPI(g) { api in

@@ -110,10 +110,11 @@ public final class UpstreamConnector: Sendable {
                     }
                     // No second header validation on the way out (~13 k instructions a request):
                     // every field sent is valid by construction. Client fields come from
-                    // `HTTPFields` (names are tokens; values were parsed by llhttp and legalised
-                    // by `HTTPField`), the provider secret is printable ASCII without spaces
-                    // (`Validation.providerSecret`, checked when stored), `Host` comes from a
-                    // validated base URL, and the rest are Gatehouse's own constants.
+                    // `HTTPFields` (names are tokens; `HTTPField(name:value:)` turns bytes not
+                    // allowed in a value, CR, LF and NUL among them, into spaces), the provider
+                    // secret is printable ASCII without spaces (`Validation.providerSecret`,
+                    // checked when stored), `Host` comes from a validated base URL, and the rest
+                    // are Gatehouse's own constants. See docs/transport.md.
                     try sync.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
                     try sync.addHandler(UpstreamConnection(target: target))
                 }
