@@ -7,12 +7,21 @@
 // the gap between nginx and Gatehouse splits into what the packages cost and what Gatehouse adds.
 //
 //   nio-floor --upstream 127.0.0.1:PORT --cert cert.pem --key key.pem [--port 0] [--threads N]
-//             [--no-coalesce]
+//             [--no-coalesce] [--http-types] [--hops N]
+//
+// `--http-types` puts NIOHTTPTypes' `HTTP1ToHTTPServerCodec` (what Hummingbird's HTTP/1 channel
+// uses) in front of the proxy, which then works on `HTTPRequest`/`HTTPResponse` and converts
+// to and from NIOHTTP1 for the upstream as Gatehouse does; `--hops N` adds N handlers that only
+// pass every event on (Gatehouse has three between the codec and the gateway). Both exist to
+// price those layers, not as a floor.
 //
 // Prints `nio-floor listening on https://127.0.0.1:PORT` once bound. Not a product: it forwards
 // whatever it is sent, to one upstream, and keeps no bounds beyond NIOHTTP1's defaults.
 import NIOCore
+import HTTPTypes
 import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import NIOPosix
 import NIOSSL
 
@@ -29,6 +38,8 @@ struct Options {
     var key = ""
     var threads = System.coreCount
     var coalesce = true
+    var httpTypes = false
+    var hops = 0
 
     static func parse(_ arguments: [String]) -> Options? {
         var options = Options()
@@ -36,11 +47,13 @@ struct Options {
         while let flag = rest.popFirst() {
             switch flag {
             case "--no-coalesce": options.coalesce = false
-            case "--port", "--upstream", "--cert", "--key", "--threads":
+            case "--http-types": options.httpTypes = true
+            case "--port", "--upstream", "--cert", "--key", "--threads", "--hops":
                 guard let value = rest.popFirst() else { return nil }
                 switch flag {
                 case "--port": guard let port = Int(value) else { return nil }; options.port = port
                 case "--threads": guard let n = Int(value), n > 0 else { return nil }; options.threads = n
+                case "--hops": guard let n = Int(value), n >= 0 else { return nil }; options.hops = n
                 case "--cert": options.cert = value
                 case "--key": options.key = value
                 default:
@@ -102,10 +115,40 @@ final class Coalescer: ChannelOutboundHandler {
     }
 }
 
+/// What an upstream connection reports to (on the same event loop).
+protocol UpstreamOwner: AnyObject {
+    func received(_ part: HTTPClientResponsePart)
+    func upstreamReadComplete()
+    func upstreamClosed(_ handler: UpstreamHandler, midResponse: Bool)
+}
+
+/// Opens `owner`'s upstream connection on `context`'s event loop; `done` gets its handler.
+func connectUpstream(
+    _ address: SocketAddress, context: ChannelHandlerContext, owner: some UpstreamOwner,
+    done: @escaping (UpstreamHandler?) -> Void
+) {
+    ClientBootstrap(group: context.eventLoop)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .connect(to: address)
+        .assumeIsolated()  // the connection belongs to this event loop
+        .whenComplete { result in
+            guard case .success(let channel) = result else { return done(nil) }
+            do {
+                try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                let handler = UpstreamHandler(owner: owner)
+                try channel.pipeline.syncOperations.addHandler(handler)
+                done(handler)
+            } catch {
+                channel.close(promise: nil)
+                done(nil)
+            }
+        }
+}
+
 /// One client connection. Its requests go to its own upstream connection, opened on the same
 /// event loop at the first request and kept while the client's connection is open (wrk keeps its
 /// connections, so this is a pool with no lookups).
-final class ProxyHandler: ChannelInboundHandler {
+final class ProxyHandler: ChannelInboundHandler, UpstreamOwner {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -149,29 +192,17 @@ final class ProxyHandler: ChannelInboundHandler {
     private func connect(context: ChannelHandlerContext) {
         guard !connecting else { return }
         connecting = true
-        ClientBootstrap(group: context.eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connect(to: upstreamAddress)
-            .assumeIsolated()  // the connection belongs to this event loop
-            .whenComplete { result in
-                self.connecting = false
-                guard case .success(let channel) = result, self.context != nil else {
-                    if case .success(let channel) = result { channel.close(promise: nil) }
-                    self.context?.close(promise: nil)  // no 502 page: a benchmark sees the error
-                    return
-                }
-                do {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    let handler = UpstreamHandler(downstream: self)
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                    self.upstream = handler
-                    for part in self.waiting { handler.send(part) }
-                    self.waiting.removeAll()
-                } catch {
-                    channel.close(promise: nil)
-                    self.context?.close(promise: nil)
-                }
+        connectUpstream(upstreamAddress, context: context, owner: self) { handler in
+            self.connecting = false
+            guard let handler, self.context != nil else {
+                handler?.close()
+                self.context?.close(promise: nil)  // no 502 page: a benchmark sees the error
+                return
             }
+            self.upstream = handler
+            for part in self.waiting { handler.send(part) }
+            self.waiting.removeAll()
+        }
     }
 
     // From the upstream connection (same event loop).
@@ -201,11 +232,11 @@ final class UpstreamHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
-    private unowned let downstream: ProxyHandler
+    private unowned let downstream: any UpstreamOwner
     private var context: ChannelHandlerContext?
     private var midResponse = false
 
-    init(downstream: ProxyHandler) { self.downstream = downstream }
+    init(owner: any UpstreamOwner) { self.downstream = owner }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
@@ -238,8 +269,103 @@ final class UpstreamHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
 }
 
+/// `--http-types`: the same proxy on `HTTPTypes` parts, converting as Gatehouse does (request
+/// fields to `HTTPHeaders` for the upstream, the upstream's `HTTPHeaders` to `HTTPFields`).
+final class TypedProxyHandler: ChannelInboundHandler, UpstreamOwner {
+    typealias InboundIn = HTTPRequestPart
+    typealias OutboundOut = HTTPResponsePart
+
+    let upstreamAddress: SocketAddress
+    private var context: ChannelHandlerContext?
+    private var upstream: UpstreamHandler?
+    private var connecting = false
+    private var waiting: [HTTPClientRequestPart] = []
+
+    init(upstream: SocketAddress) { self.upstreamAddress = upstream }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        upstream?.close()
+        upstream = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part: HTTPClientRequestPart
+        switch unwrapInboundIn(data) {
+        case .head(let request):
+            var headers = HTTPHeaders()
+            headers.reserveCapacity(request.headerFields.count + 1)
+            if let authority = request.authority { headers.add(name: "Host", value: authority) }
+            for field in request.headerFields where field.name != .connection {
+                headers.add(name: field.name.rawName, value: field.value)
+            }
+            part = .head(HTTPRequestHead(
+                version: .http1_1, method: HTTPMethod(rawValue: request.method.rawValue), uri: request.path ?? "/",
+                headers: headers))
+        case .body(let buffer): part = .body(.byteBuffer(buffer))
+        case .end: part = .end(nil)
+        }
+        if let upstream {
+            upstream.send(part)
+        } else {
+            waiting.append(part)
+            guard !connecting else { return }
+            connecting = true
+            connectUpstream(upstreamAddress, context: context, owner: self) { handler in
+                self.connecting = false
+                guard let handler, self.context != nil else {
+                    handler?.close()
+                    self.context?.close(promise: nil)
+                    return
+                }
+                self.upstream = handler
+                for part in self.waiting { handler.send(part) }
+                self.waiting.removeAll()
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    func received(_ part: HTTPClientResponsePart) {
+        guard let context else { return }
+        switch part {
+        case .head(let head):
+            var fields = HTTPFields()
+            fields.reserveCapacity(head.headers.count)
+            for (name, value) in head.headers {
+                guard let name = HTTPField.Name(name), name != .connection, name != .transferEncoding else { continue }
+                fields.append(HTTPField(name: name, value: value))
+            }
+            context.write(wrapOutboundOut(.head(HTTPResponse(status: .init(code: Int(head.status.code)), headerFields: fields))), promise: nil)
+        case .body(let buffer): context.write(wrapOutboundOut(.body(buffer)), promise: nil)
+        case .end: context.write(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+
+    func upstreamReadComplete() { context?.flush() }
+
+    func upstreamClosed(_ handler: UpstreamHandler, midResponse: Bool) {
+        guard upstream === handler else { return }
+        upstream = nil
+        if midResponse { context?.close(promise: nil) }
+    }
+}
+
+/// `--hops N`: a handler that passes every event on, as any handler in a pipeline does at least.
+final class PassThrough: ChannelDuplexHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+}
+
 guard let options = Options.parse(Array(CommandLine.arguments.dropFirst())) else {
-    print("usage: nio-floor --upstream HOST:PORT --cert CERT.pem --key KEY.pem [--port N] [--threads N] [--no-coalesce]")
+    print("usage: nio-floor --upstream HOST:PORT --cert CERT.pem --key KEY.pem [--port N] [--threads N] [--no-coalesce] [--http-types] [--hops N]")
     exit(2)
 }
 
@@ -253,6 +379,8 @@ let sslContext = try NIOSSLContext(configuration: tls)
 
 let upstream = options.upstream!
 let coalesce = options.coalesce
+let httpTypes = options.httpTypes
+let hops = options.hops
 let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
 let server = try await ServerBootstrap(group: group)
     .serverChannelOption(.backlog, value: 1024)
@@ -267,7 +395,13 @@ let server = try await ServerBootstrap(group: group)
             try ops.configureHTTPServerPipeline(
                 withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
                 withEncoderConfiguration: .init(), withDecoderLimitConfiguration: .init())
-            try ops.addHandler(ProxyHandler(upstream: upstream))
+            if httpTypes {
+                try ops.addHandler(HTTP1ToHTTPServerCodec(secure: true))
+                for _ in 0..<hops { try ops.addHandler(PassThrough()) }
+                try ops.addHandler(TypedProxyHandler(upstream: upstream))
+            } else {
+                try ops.addHandler(ProxyHandler(upstream: upstream))
+            }
         }
     }
     .bind(host: "127.0.0.1", port: options.port)
