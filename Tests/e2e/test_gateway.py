@@ -34,7 +34,7 @@ PRICED_OPENAI = "gpt-4o-mini"
 PRICED_ANTHROPIC = "claude-3-5-haiku-20241022"
 EMBEDDING_MODEL = "text-embedding-3-small"
 UNKNOWN_MODEL = "fake-unknown-model-x1"
-LOG_TIMEOUT = 6.0  # the log writer flushes every ~200 ms
+LOG_TIMEOUT = 6.0  # the log writer flushes every ~50 ms
 TOOLS = [{
     "type": "function",
     "function": {
