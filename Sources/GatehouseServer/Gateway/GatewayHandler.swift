@@ -36,6 +36,10 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case exchanging
     }
 
+    let engine: GatewayEngine
+    /// Over TLS: the gateway's heads carry `Strict-Transport-Security` from the start, so
+    /// ``RequestBoundaryHandler`` lets them pass instead of copying their fields to add it.
+    let hsts: Bool
     private var context: ChannelHandlerContext?
     private var pool: UpstreamPool?
     private var peer: IPAddress?
@@ -67,11 +71,6 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// When the request went to the provider, and when its answer was last read from.
     private var sentAt = NIODeadline.now()
     private var lastRead = NIODeadline.now()
-
-    let engine: GatewayEngine
-    /// Over TLS: the gateway's heads carry `Strict-Transport-Security` from the start, so
-    /// ``RequestBoundaryHandler`` lets them pass instead of copying their fields to add it.
-    let hsts: Bool
 
     init(engine: GatewayEngine, hsts: Bool = false) {
         self.engine = engine
