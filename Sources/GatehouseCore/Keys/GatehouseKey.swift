@@ -44,7 +44,7 @@ public struct GatehouseKey: Sendable, Equatable {
     public static func generate(kind: KeyKind, id: String) -> GatehouseKey {
         precondition(id.utf8.count == idLength && id.utf8.allSatisfy(Base62.isSymbol))
         let body = "gate_\(kind.rawValue)_\(id)\(Base62.random(count: secretLength))"
-        let text = body + checksum(of: body)
+        let text = body + checksum(of: body.utf8)
         return GatehouseKey(kind: kind, id: id, text: text)
     }
 
@@ -77,15 +77,8 @@ public struct GatehouseKey: Sendable, Equatable {
     /// A short, non-secret form for display: `gate_proxy_<id>…`.
     public var redacted: String { "gate_\(kind.rawValue)_\(id)…" }
 
-    static func checksum(of body: String) -> String {
-        checksum(of: Array(body.utf8)[...])
-    }
-
-    static func checksum(of body: ArraySlice<UInt8>) -> String {
-        Base62.encode(UInt64(CRC32.checksum(body)), width: checksumLength)
-    }
-
-    static func checksum(of body: UnsafeBufferPointer<UInt8>) -> String {
+    /// CRC32 of the key's bytes before the checksum, in base62.
+    static func checksum(of body: some Sequence<UInt8>) -> String {
         Base62.encode(UInt64(CRC32.checksum(body)), width: checksumLength)
     }
 }

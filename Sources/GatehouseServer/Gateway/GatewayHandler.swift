@@ -269,7 +269,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func answer(_ error: GatewayError, context: ChannelHandlerContext, overhead: Duration? = nil) {
         var (head, body) = error.response(requestID: requestID)
         head.headerFields[.gatehouseOverheadMs] = GatewayHTTP.msText(overhead ?? (ContinuousClock.now - started))
-        if hsts { head.headerFields.append(HTTPField(name: .strictTransportSecurity, value: RequestBoundaryHandler.hstsValue)) }
+        if hsts { head.headerFields.append(RequestBoundaryHandler.hstsField) }
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
         context.write(Self.wrapOutboundOut(.body(body)), promise: nil)
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
@@ -396,7 +396,7 @@ extension GatewayHandler: UpstreamDelegate {
         gotHead = true
         lastRead = .now()
         var response = processor.head(status: Int(head.status.code), upstreamHeaders: head.headers, requestID: requestID)
-        if hsts { response.headerFields.append(HTTPField(name: .strictTransportSecurity, value: RequestBoundaryHandler.hstsValue)) }
+        if hsts { response.headerFields.append(RequestBoundaryHandler.hstsField) }
         context.write(Self.wrapOutboundOut(.head(response)), promise: nil)
     }
 

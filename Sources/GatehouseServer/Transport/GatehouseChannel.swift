@@ -235,6 +235,8 @@ final class RequestBoundaryHandler: ChannelDuplexHandler, RemovableChannelHandle
     typealias OutboundOut = HTTPResponsePart
 
     static let hstsValue = "max-age=31536000"
+    /// The field itself, for heads built with it (the gateway's own).
+    static let hstsField = HTTPField(name: .strictTransportSecurity, value: hstsValue)
 
     private var deadline: HeaderDeadlineHandler?
     private var closeAfterResponse = false
