@@ -115,97 +115,116 @@ final class Coalescer: ChannelOutboundHandler {
     }
 }
 
-/// What an upstream connection reports to (on the same event loop).
+/// How a proxy answers its client with what its upstream connection reads.
 protocol UpstreamOwner: AnyObject {
     func received(_ part: HTTPClientResponsePart)
-    func upstreamReadComplete()
-    func upstreamClosed(_ handler: UpstreamHandler, midResponse: Bool)
 }
 
-/// Opens `owner`'s upstream connection on `context`'s event loop; `done` gets its handler.
-func connectUpstream(
-    _ address: SocketAddress, context: ChannelHandlerContext, owner: some UpstreamOwner,
-    done: @escaping (UpstreamHandler?) -> Void
-) {
-    ClientBootstrap(group: context.eventLoop)
-        .channelOption(.socketOption(.tcp_nodelay), value: 1)
-        .connect(to: address)
-        .assumeIsolated()  // the connection belongs to this event loop
-        .whenComplete { result in
-            guard case .success(let channel) = result else { return done(nil) }
-            do {
-                try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                let handler = UpstreamHandler(owner: owner)
-                try channel.pipeline.syncOperations.addHandler(handler)
-                done(handler)
-            } catch {
-                channel.close(promise: nil)
-                done(nil)
+/// One client connection's own upstream connection: opened on the client's event loop at the
+/// first request, kept while the client's connection is open (wrk keeps its connections, so
+/// this is a pool with no lookups). Request parts sent before it is connected wait here; the
+/// client is flushed after every upstream read, and closed when the upstream connection ends in
+/// the middle of a response or cannot be opened (no 502 page: a benchmark sees the error).
+final class UpstreamLink {
+    let address: SocketAddress
+    private let client: ChannelHandlerContext
+    private unowned let owner: any UpstreamOwner
+    private var upstream: UpstreamHandler?
+    private var connecting = false
+    private var closed = false
+    private var waiting: [HTTPClientRequestPart] = []
+
+    init(to address: SocketAddress, client: ChannelHandlerContext, owner: some UpstreamOwner) {
+        self.address = address
+        self.client = client
+        self.owner = owner
+    }
+
+    func send(_ part: HTTPClientRequestPart) {
+        if let upstream { return upstream.send(part) }
+        waiting.append(part)
+        guard !connecting else { return }
+        connecting = true
+        ClientBootstrap(group: client.eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(to: address)
+            .assumeIsolated()  // the connection belongs to this event loop
+            .whenComplete { result in
+                self.connecting = false
+                guard !self.closed else {  // the client left meanwhile: leave its context alone
+                    if case .success(let channel) = result { channel.close(promise: nil) }
+                    return
+                }
+                guard case .success(let channel) = result else { return self.client.close(promise: nil) }
+                do {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    let handler = UpstreamHandler(link: self)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    self.upstream = handler
+                    for part in self.waiting { handler.send(part) }
+                    self.waiting.removeAll()
+                } catch {
+                    channel.close(promise: nil)
+                    self.client.close(promise: nil)
+                }
             }
-        }
+    }
+
+    /// The client's connection is gone: so is the upstream one.
+    func close() {
+        closed = true
+        upstream?.close()
+        upstream = nil
+    }
+
+    // From the upstream connection (same event loop).
+
+    func received(_ part: HTTPClientResponsePart) { owner.received(part) }
+
+    func readComplete() { client.flush() }
+
+    func upstreamClosed(_ handler: UpstreamHandler, midResponse: Bool) {
+        guard upstream === handler else { return }
+        upstream = nil
+        if midResponse { client.close(promise: nil) }
+    }
 }
 
-/// One client connection. Its requests go to its own upstream connection, opened on the same
-/// event loop at the first request and kept while the client's connection is open (wrk keeps its
-/// connections, so this is a pool with no lookups).
+/// The floor's proxy: NIOHTTP1 parts in, the same parts out to the upstream and back.
 final class ProxyHandler: ChannelInboundHandler, UpstreamOwner {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let upstreamAddress: SocketAddress
     private var context: ChannelHandlerContext?
-    private var upstream: UpstreamHandler?
-    private var connecting = false
-    private var waiting: [HTTPClientRequestPart] = []
+    private var link: UpstreamLink?
 
     init(upstream: SocketAddress) { self.upstreamAddress = upstream }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        link = UpstreamLink(to: upstreamAddress, client: context, owner: self)
+    }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        link?.close()
+        link = nil
         self.context = nil
-        upstream?.close()
-        upstream = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part: HTTPClientRequestPart
         switch unwrapInboundIn(data) {
         case .head(var head):
             head.headers.remove(name: "connection")  // hop by hop: the upstream connection is ours
-            part = .head(head)
-        case .body(let buffer): part = .body(.byteBuffer(buffer))
-        case .end(let trailers): part = .end(trailers)
-        }
-        if let upstream {
-            upstream.send(part)
-        } else {
-            waiting.append(part)
-            connect(context: context)
+            link?.send(.head(head))
+        case .body(let buffer): link?.send(.body(.byteBuffer(buffer)))
+        case .end(let trailers): link?.send(.end(trailers))
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
-
-    private func connect(context: ChannelHandlerContext) {
-        guard !connecting else { return }
-        connecting = true
-        connectUpstream(upstreamAddress, context: context, owner: self) { handler in
-            self.connecting = false
-            guard let handler, self.context != nil else {
-                handler?.close()
-                self.context?.close(promise: nil)  // no 502 page: a benchmark sees the error
-                return
-            }
-            self.upstream = handler
-            for part in self.waiting { handler.send(part) }
-            self.waiting.removeAll()
-        }
-    }
-
-    // From the upstream connection (same event loop).
 
     func received(_ part: HTTPClientResponsePart) {
         guard let context else { return }
@@ -218,25 +237,18 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamOwner {
         case .end(let trailers): context.write(wrapOutboundOut(.end(trailers)), promise: nil)
         }
     }
-
-    func upstreamReadComplete() { context?.flush() }
-
-    func upstreamClosed(_ handler: UpstreamHandler, midResponse: Bool) {
-        guard upstream === handler else { return }
-        upstream = nil
-        if midResponse { context?.close(promise: nil) }
-    }
 }
 
 final class UpstreamHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
-    private unowned let downstream: any UpstreamOwner
+    /// Weak: the client's side may be gone while this connection is still closing.
+    private weak var link: UpstreamLink?
     private var context: ChannelHandlerContext?
     private var midResponse = false
 
-    init(owner: any UpstreamOwner) { self.downstream = owner }
+    init(link: UpstreamLink) { self.link = link }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
@@ -256,13 +268,13 @@ final class UpstreamHandler: ChannelInboundHandler {
         case .end: midResponse = false
         case .body: break
         }
-        downstream.received(part)
+        link?.received(part)
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { downstream.upstreamReadComplete() }
+    func channelReadComplete(context: ChannelHandlerContext) { link?.readComplete() }
 
     func channelInactive(context: ChannelHandlerContext) {
-        downstream.upstreamClosed(self, midResponse: midResponse)
+        link?.upstreamClosed(self, midResponse: midResponse)
         context.fireChannelInactive()
     }
 
@@ -277,22 +289,22 @@ final class TypedProxyHandler: ChannelInboundHandler, UpstreamOwner {
 
     let upstreamAddress: SocketAddress
     private var context: ChannelHandlerContext?
-    private var upstream: UpstreamHandler?
-    private var connecting = false
-    private var waiting: [HTTPClientRequestPart] = []
+    private var link: UpstreamLink?
 
     init(upstream: SocketAddress) { self.upstreamAddress = upstream }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        link = UpstreamLink(to: upstreamAddress, client: context, owner: self)
+    }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        link?.close()
+        link = nil
         self.context = nil
-        upstream?.close()
-        upstream = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part: HTTPClientRequestPart
         switch unwrapInboundIn(data) {
         case .head(let request):
             var headers = HTTPHeaders()
@@ -301,29 +313,11 @@ final class TypedProxyHandler: ChannelInboundHandler, UpstreamOwner {
             for field in request.headerFields where field.name != .connection {
                 headers.add(name: field.name.rawName, value: field.value)
             }
-            part = .head(HTTPRequestHead(
+            link?.send(.head(HTTPRequestHead(
                 version: .http1_1, method: HTTPMethod(rawValue: request.method.rawValue), uri: request.path ?? "/",
-                headers: headers))
-        case .body(let buffer): part = .body(.byteBuffer(buffer))
-        case .end: part = .end(nil)
-        }
-        if let upstream {
-            upstream.send(part)
-        } else {
-            waiting.append(part)
-            guard !connecting else { return }
-            connecting = true
-            connectUpstream(upstreamAddress, context: context, owner: self) { handler in
-                self.connecting = false
-                guard let handler, self.context != nil else {
-                    handler?.close()
-                    self.context?.close(promise: nil)
-                    return
-                }
-                self.upstream = handler
-                for part in self.waiting { handler.send(part) }
-                self.waiting.removeAll()
-            }
+                headers: headers)))
+        case .body(let buffer): link?.send(.body(.byteBuffer(buffer)))
+        case .end: link?.send(.end(nil))
         }
     }
 
@@ -345,14 +339,6 @@ final class TypedProxyHandler: ChannelInboundHandler, UpstreamOwner {
         case .body(let buffer): context.write(wrapOutboundOut(.body(buffer)), promise: nil)
         case .end: context.write(wrapOutboundOut(.end(nil)), promise: nil)
         }
-    }
-
-    func upstreamReadComplete() { context?.flush() }
-
-    func upstreamClosed(_ handler: UpstreamHandler, midResponse: Bool) {
-        guard upstream === handler else { return }
-        upstream = nil
-        if midResponse { context?.close(promise: nil) }
     }
 }
 
