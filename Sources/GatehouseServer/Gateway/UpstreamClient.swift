@@ -262,11 +262,11 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
             fields.add(name: "Content-Length", value: "0")
         }
         let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: uri, headers: fields)
-        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
-        if let body { context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.write(UpstreamConnection.wrapOutboundOut(.head(head)), promise: nil)
+        if let body { context.write(UpstreamConnection.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         let sent = context.eventLoop.makePromise(of: Void.self)
         sent.futureResult.assumeIsolated().whenSuccess { [weak self] in self?.requestSent = true }
-        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: sent)
+        context.writeAndFlush(UpstreamConnection.wrapOutboundOut(.end(nil)), promise: sent)
     }
 
     /// The response ended: back to the pool if the request went out whole and the provider
@@ -307,7 +307,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         receivedAny = true
-        switch Self.unwrapInboundIn(data) {
+        switch UpstreamConnection.unwrapInboundIn(data) {
         case .head(let head):
             if !head.isKeepAlive { keepAlive = false }
             if (100..<200).contains(head.status.code) && head.status.code != 101 {

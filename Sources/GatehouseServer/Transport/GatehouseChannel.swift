@@ -185,7 +185,7 @@ final class HeaderDeadlineHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let startsHead = state == .idle && Self.unwrapInboundIn(data).readableBytes > 0
+        let startsHead = state == .idle && HeaderDeadlineHandler.unwrapInboundIn(data).readableBytes > 0
         if startsHead { state = .readingHead }
         context.fireChannelRead(data)
         // Still inside the head after the decoder saw these bytes: start the clock.
@@ -216,7 +216,7 @@ final class HeaderDeadlineHandler: ChannelInboundHandler, RemovableChannelHandle
         timer = nil
         guard state == .readingHead, let context else { return }
         let channel = context.channel
-        context.writeAndFlush(Self.wrapOutboundOut(channel.allocator.buffer(string: Self.timeoutResponse))).whenComplete { _ in
+        context.writeAndFlush(HeaderDeadlineHandler.wrapOutboundOut(channel.allocator.buffer(string: Self.timeoutResponse))).whenComplete { _ in
             channel.close(promise: nil)
         }
     }
@@ -251,12 +251,12 @@ final class RequestBoundaryHandler: ChannelDuplexHandler, RemovableChannelHandle
     func handlerRemoved(context: ChannelHandlerContext) { deadline = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = Self.unwrapInboundIn(data) { deadline?.headReceived() }
+        if case .head = RequestBoundaryHandler.unwrapInboundIn(data) { deadline?.headReceived() }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch Self.unwrapOutboundIn(data) {
+        switch RequestBoundaryHandler.unwrapOutboundIn(data) {
         case .head(var head):
             // One pass over the fields, no joined strings. A head that already carries our HSTS
             // value (the gateway's own) passes as it is: rewriting it would copy every field.
@@ -274,7 +274,7 @@ final class RequestBoundaryHandler: ChannelDuplexHandler, RemovableChannelHandle
                 context.write(data, promise: promise)
             } else {
                 head.headerFields[.strictTransportSecurity] = Self.hstsValue
-                context.write(Self.wrapOutboundOut(.head(head)), promise: promise)
+                context.write(RequestBoundaryHandler.wrapOutboundOut(.head(head)), promise: promise)
             }
         case .body:
             context.write(data, promise: promise)

@@ -21,7 +21,7 @@ final class PlaintextRefusalHandler: ChannelInboundHandler, RemovableChannelHand
             context.fireChannelRead(data)
             return
         }
-        let buffer = Self.unwrapInboundIn(data)
+        let buffer = PlaintextRefusalHandler.unwrapInboundIn(data)
         guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else {
             return  // empty read; wait for the first real byte
         }
@@ -34,7 +34,7 @@ final class PlaintextRefusalHandler: ChannelInboundHandler, RemovableChannelHand
         let response = context.channel.allocator.buffer(string: Self.refusal)
         // Close once the refusal is written; the closure runs on this channel's event loop.
         let channel = context.channel
-        context.writeAndFlush(Self.wrapOutboundOut(response)).whenComplete { _ in
+        context.writeAndFlush(PlaintextRefusalHandler.wrapOutboundOut(response)).whenComplete { _ in
             channel.close(promise: nil)
         }
     }
