@@ -141,4 +141,124 @@ struct MiniJSONTests {
         let ok = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
         #expect(MiniJSON.parseObject(Array(("{\"skip\":" + ok + ",\"a\":1}").utf8), keeping: ["a"]) == ["a": .number(1)])
     }
+    /// The scanner accepts exactly the documents the full parse accepts, and each of its
+    /// readers answers what the parsed value says: the string, whole number, bool, array length
+    /// or members of the value, `nil` for a value of another type. Every input is scanned once
+    /// per reader, that reader used for every member (objects recursively), and compared with
+    /// the tree, the last of a repeated member counting as in the parsed dictionary.
+    @Test func scannerAgreesWithTheFullParse() throws {
+        /// `typed`: the reader the parsed value's type calls for (objects recursively).
+        enum Read: CaseIterable { case string, int, bool, arrayCount, object, skip, typed }
+        indirect enum Seen: Equatable {
+            case string(String?), int(Int?), bool(Bool?), arrayCount(Int?), object([String: Seen]?), skipped
+        }
+        func expected(_ value: MiniJSON.Value, _ read: Read) -> Seen {
+            switch read {
+            case .string: return .string(value.string)
+            case .int: return .int(value.int)
+            case .bool: return .bool(value.bool)
+            case .arrayCount:
+                if case .array(let a) = value { return .arrayCount(a.count) }
+                return .arrayCount(nil)
+            case .object:
+                if case .object(let o) = value { return .object(o.mapValues { expected($0, read) }) }
+                return .object(nil)
+            case .skip: return .skipped
+            case .typed:
+                if case .object(let o) = value { return .object(o.mapValues { expected($0, .typed) }) }
+                return expected(value, typed(value))
+            }
+        }
+        func typed(_ value: MiniJSON.Value?) -> Read {
+            switch value {
+            case .string?: return .string
+            case .number?: return .int
+            case .bool?: return .bool
+            case .array?: return .arrayCount
+            case .object?: return .typed
+            case .null?, nil: return .skip
+            }
+        }
+        func scan(_ value: inout MiniJSON.Scanner, _ read: Read, guide: MiniJSON.Value? = nil) -> Seen {
+            switch read {
+            case .string: return .string(value.string())
+            case .int: return .int(value.int())
+            case .bool: return .bool(value.bool())
+            case .arrayCount: return .arrayCount(value.arrayCount())
+            case .object:
+                var members: [String: Seen] = [:]
+                let isObject = value.object { key, value in members[key.text] = scan(&value, read) }
+                return .object(isObject ? members : nil)
+            case .skip: return .skipped
+            case .typed:
+                guard case .object(let children)? = guide else { return scan(&value, typed(guide)) }
+                var members: [String: Seen] = [:]
+                let isObject = value.object { key, value in
+                    let child = children[key.text]
+                    let read = typed(child)
+                    members[key.text] = read == .typed ? scan(&value, .typed, guide: child) : scan(&value, read)
+                }
+                return .object(isObject ? members : nil)
+            }
+        }
+        func check(_ bytes: [UInt8]) {
+            let tree = MiniJSON.parseObject(bytes)
+            for read in Read.allCases {
+                var members: [String: Seen] = [:]
+                let valid = MiniJSON.scanObject(bytes) { key, value in
+                    let child = tree?[key.text]
+                    members[key.text] = read == .typed ? scan(&value, typed(child) == .typed ? .typed : typed(child), guide: child) : scan(&value, read)
+                }
+                #expect(valid == (tree != nil), "validity differs (\(read)) on \(String(decoding: bytes, as: UTF8.self))")
+                if let tree, valid {
+                    #expect(members == tree.mapValues { expected($0, read) }, "\(read) differs on \(String(decoding: bytes, as: UTF8.self))")
+                }
+            }
+        }
+        var inputs = (Self.valid + Self.invalid).map { Array($0.utf8) } + [
+            Array(#"{"a":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8),
+            Array(#"{"skip":["#.utf8) + Array(#""\ud800\u0041""#.utf8) + Array("]}".utf8),
+            Array(#"{"mod\u0065l":"x","a":1,"\u0061":2,"a":[1,{"b":null}],"b":{"c":[[]],"c":"s"}}"#.utf8),
+            Array(#"{"x":1,""#.utf8) + [0xC3, 0x28] + Array(#"":2}"#.utf8),
+            Array(#"{"n":[1,2.5,-0,1e3,true,null,"s",{}],"i":9007199254740993,"f":1.5,"t":true,"z":null}"#.utf8),
+        ]
+        for text in Self.valid {
+            let bytes = Array(text.utf8)
+            for cut in 0..<bytes.count { inputs.append(Array(bytes[..<cut])) }
+        }
+        inputs.append(Array(("{\"a\":" + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}").utf8))
+        // Nesting at and past the limit: skipped by every reader but `object` and `typed`,
+        // which descend (`scannerStopsAtTheDepthLimit` reads at the limit itself).
+        for n in [MiniJSON.maxDepth - 2, MiniJSON.maxDepth - 1, MiniJSON.maxDepth] {
+            inputs.append(Array(("{\"a\":" + String(repeating: "[", count: n) + String(repeating: "]", count: n) + "}").utf8))
+        }
+        for input in inputs { check(input) }
+    }
+
+    /// A value read at the nesting limit is refused as the full parse refuses it, whichever
+    /// reader reads it.
+    @Test func scannerStopsAtTheDepthLimit() {
+        for n in (MiniJSON.maxDepth - 3)...(MiniJSON.maxDepth + 1) {
+            let text = "{" + String(repeating: "\"b\":{", count: n) + "\"x\":1" + String(repeating: "}", count: n) + "}"
+            let parses = MiniJSON.parseObject(Array(text.utf8)) != nil
+            for leaf in 0..<4 {
+                var read: Any? = nil
+                func visit(_ key: MiniJSON.Key, _ value: inout MiniJSON.Scanner) {
+                    if key.is("b") {
+                        value.object(visit)
+                    } else {
+                        switch leaf {
+                        case 0: read = value.int()
+                        case 1: read = value.string()
+                        case 2: read = value.bool()
+                        default: read = value.arrayCount()
+                        }
+                    }
+                }
+                let valid = MiniJSON.scanObject(Array(text.utf8), visit)
+                #expect(valid == parses, "depth \(n), reader \(leaf)")
+                if valid, leaf == 0 { #expect(read as? Int == 1) }
+            }
+        }
+    }
 }

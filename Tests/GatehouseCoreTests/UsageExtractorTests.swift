@@ -210,4 +210,47 @@ struct UsageExtractorTests {
             }
         }
     }
+    // MARK: Scanning and the parsed tree agree
+
+    /// Payloads whose members repeat, change type or are spelled with escapes: the scan
+    /// (`observe(json:)`) must read them exactly as the parsed object (`observe(object:)`) does,
+    /// where the last of a repeated member counts.
+    @Test(arguments: [
+        #"{"usage":{"prompt_tokens":5,"completion_tokens":2},"usage":null,"response":{"usage":{"input_tokens":7,"output_tokens":1},"model":"r"}}"#,
+        #"{"usage":null,"usage":{"prompt_tokens":5,"completion_tokens":2},"model":"a","model":1}"#,
+        #"{"model":"a","model":"b","usage":{"prompt_tokens":9,"prompt_tokens":3,"completion_tokens":null,"total_tokens":10}}"#,
+        #"{"usage":{"prompt_tokens":9,"total_tokens":12,"prompt_tokens_details":null,"input_tokens_details":{"cached_tokens":4}}}"#,
+        #"{"usage":{"prompt_tokens":9,"total_tokens":12,"input_tokens_details":{"cached_tokens":4}}}"#,
+        #"{"usage":{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":40,"cached_tokens":2.5}}}"#,
+        #"{"us\u0061ge":{"pr\u006fmpt_tokens":11,"completion_tokens":1e1},"m\u006fdel":"esc"}"#,
+        #"{"type":"message_start","message":{"model":"claude","usage":{"input_tokens":10,"cache_read_input_tokens":5,"output_tokens":1}}}"#,
+        #"{"message":{"usage":{"input_tokens":10}},"message":"x","usage":{"output_tokens":3,"cache_creation_input_tokens":2}}"#,
+        #"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1},"choices":[{"delta":{}}]}"#,
+        #"{"usage":{"prompt_tokens":-4,"completion_tokens":-1,"total_tokens":-9}}"#,
+        #"{"usage":{"prompt_tokens":1,"completion_tokens":2},"extra":[1,2,{"usage":{"prompt_tokens":99}}]}"#,
+        #"{"usage":{"prompt_tokens":1,"completion_tokens":2}} trailing"#,
+        #"{"usage":{"prompt_tokens":1,"completion_tokens":2},"bad":tru}"#,
+    ])
+    func scanAgreesWithTheParsedObject(_ payload: String) {
+        for dialect in [UsageDialect.openai, .anthropic] {
+            var scanned = UsageExtractor(dialect: dialect)
+            let seen = scanned.observe(json: Array(payload.utf8))
+            var parsed = UsageExtractor(dialect: dialect)
+            let object = MiniJSON.parseObject(Array(payload.utf8))
+            if let object { parsed.observe(object: object) }
+            #expect(seen.valid == (object != nil), "\(dialect): \(payload)")
+            #expect(scanned.usage == parsed.usage, "\(dialect): \(payload)")
+            #expect(scanned.model == parsed.model, "\(dialect): \(payload)")
+        }
+    }
+
+    @Test func aRepeatedMemberCountsAsItsLastOccurrence() {
+        let e = Self.body(.openai, #"{"usage":{"prompt_tokens":5,"completion_tokens":2},"usage":null,"response":{"usage":{"input_tokens":7,"output_tokens":1},"model":"r"}}"#)
+        #expect(e.usage == Usage(promptTokens: 7, completionTokens: 1))
+        #expect(e.model == "r")
+        var x = UsageExtractor(dialect: .openai)
+        let seen = x.observe(json: Array(#"{"choices":[],"usage":{"prompt_tokens":1},"choices":[{"delta":{}}]}"#.utf8))
+        #expect(seen.choicesCount == 1 && seen.hasUsageObject)
+        #expect(!x.observe(json: Array(#"{"usage":{"prompt_tokens":1}} x"#.utf8)).valid)
+    }
 }

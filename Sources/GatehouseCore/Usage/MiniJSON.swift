@@ -110,6 +110,22 @@ public enum MiniJSON {
             }
         }
 
+        /// After a member or an element: `,` (`false`: more follow) or the closing bracket
+        /// (`true`), the reader moved past it; `nil` for anything else.
+        mutating func commaOrClose(_ close: UInt8) -> Bool? {
+            skipWhitespace()
+            switch peek() {
+            case UInt8(ascii: ","):
+                i += 1
+                return false
+            case close:
+                i += 1
+                return true
+            default:
+                return nil
+            }
+        }
+
         mutating func literal(_ text: StaticString) -> Bool {
             let n = text.utf8CodeUnitCount
             guard i + n <= bytes.count else { return false }
@@ -431,5 +447,212 @@ public enum MiniJSON {
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
             return Double(text)
         }
+    }
+}
+
+// MARK: - Scanning without building
+
+extension MiniJSON {
+    /// A member's name while its object is scanned: the raw bytes of a plain key (printable
+    /// ASCII without escapes, as every key a provider sends), otherwise the decoded text. Only
+    /// valid inside the visit that receives it.
+    public struct Key {
+        let raw: UnsafeBufferPointer<UInt8>
+        let decoded: String?
+
+        /// The name as text.
+        public var text: String { decoded ?? String(decoding: raw, as: UTF8.self) }
+
+        /// Whether the member is named `name`. JSON names compare by their decoded text, so an
+        /// escaped spelling (`"mod\u0065l"`) matches too, as in ``parseObject(_:)``'s dictionary.
+        public func `is`(_ name: StaticString) -> Bool {
+            let count = name.utf8CodeUnitCount
+            if let decoded {
+                return decoded == String(decoding: UnsafeBufferPointer(start: name.utf8Start, count: count), as: UTF8.self)
+            }
+            guard raw.count == count else { return false }
+            let p = name.utf8Start
+            for k in 0..<count where raw[k] != p[k] { return false }
+            return true
+        }
+    }
+
+    /// Reads the values of an object's members as ``scanObject(_:_:)`` meets them, without
+    /// building a tree: no `Value` boxes, no dictionaries. Each member's value is read at most
+    /// once, with the reader for the type wanted (a value of another type is checked and
+    /// skipped, and the reader answers `nil`); a value not read is checked and skipped. The
+    /// whole document is validated exactly as ``parseObject(_:)`` validates it.
+    public struct Scanner {
+        var reader: Reader
+        /// What ``Reader/value(depth:)`` would be given for the value at the cursor.
+        var depth: Int
+        /// The current member's value was read or skipped.
+        var consumed = true
+        /// The document is not valid JSON; every read answers `nil` from here on.
+        private(set) var failed = false
+
+        init(bytes: UnsafeBufferPointer<UInt8>) {
+            self.reader = Reader(bytes: bytes)
+            self.depth = 0
+        }
+
+        /// Claims the current value for one read.
+        private mutating func take() -> Bool {
+            guard !consumed, !failed else { return false }
+            consumed = true
+            guard depth < MiniJSON.maxDepth, reader.peek() != nil else {
+                failed = true
+                return false
+            }
+            return true
+        }
+
+        private mutating func skipTaken() {
+            if !reader.skip(depth: depth) { failed = true }
+        }
+
+        /// The value if it is a string.
+        public mutating func string() -> String? {
+            guard take() else { return nil }
+            guard reader.peek() == UInt8(ascii: "\"") else {
+                skipTaken()
+                return nil
+            }
+            guard let text = reader.string() else {
+                failed = true
+                return nil
+            }
+            return text
+        }
+
+        /// The value if it is `true` or `false`.
+        public mutating func bool() -> Bool? {
+            guard take() else { return nil }
+            switch reader.peek() {
+            case UInt8(ascii: "t"):
+                if reader.literal("true") { return true }
+            case UInt8(ascii: "f"):
+                if reader.literal("false") { return false }
+            default:
+                skipTaken()
+                return nil
+            }
+            failed = true
+            return nil
+        }
+
+        /// The value if it is a number that is a whole number (``Value/int``'s rule).
+        public mutating func int() -> Int? {
+            guard take() else { return nil }
+            guard let b = reader.peek(), b == UInt8(ascii: "-") || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) else {
+                skipTaken()
+                return nil
+            }
+            guard let number = reader.number() else {
+                failed = true
+                return nil
+            }
+            return Value.number(number).int
+        }
+
+        /// The number of elements if the value is an array (each one checked, none built).
+        public mutating func arrayCount() -> Int? {
+            guard take() else { return nil }
+            guard reader.peek() == UInt8(ascii: "[") else {
+                skipTaken()
+                return nil
+            }
+            reader.i += 1
+            reader.skipWhitespace()
+            if reader.peek() == UInt8(ascii: "]") {
+                reader.i += 1
+                return 0
+            }
+            var count = 0
+            while true {
+                reader.skipWhitespace()
+                guard reader.skip(depth: depth + 1) else { break }
+                count += 1
+                guard let closed = reader.commaOrClose(UInt8(ascii: "]")) else { break }
+                if closed { return count }
+            }
+            failed = true
+            return nil
+        }
+
+        /// If the value is an object, `visit` is called with each of its members in document
+        /// order and the answer is `true`; otherwise the value is skipped and the answer is `false`.
+        @discardableResult
+        public mutating func object(_ visit: (Key, inout Scanner) -> Void) -> Bool {
+            guard take() else { return false }
+            guard reader.peek() == UInt8(ascii: "{") else {
+                skipTaken()
+                return false
+            }
+            return members(depth: depth + 1, visit)
+        }
+
+        /// The members of the object at the cursor (its `{`), as ``Reader/object(depth:)``
+        /// reads them; the cursor ends after its `}`.
+        mutating func members(depth objectDepth: Int, _ visit: (Key, inout Scanner) -> Void) -> Bool {
+            let outer = depth
+            defer {
+                depth = outer
+                consumed = true
+            }
+            reader.i += 1  // {
+            reader.skipWhitespace()
+            if reader.peek() == UInt8(ascii: "}") {
+                reader.i += 1
+                return true
+            }
+            while true {
+                reader.skipWhitespace()
+                guard reader.peek() == UInt8(ascii: "\"") else { break }
+                let key: Key
+                if let raw = reader.plainKey() {
+                    key = Key(raw: raw, decoded: nil)
+                } else {
+                    guard let decoded = reader.string() else { break }
+                    key = Key(raw: UnsafeBufferPointer(start: nil, count: 0), decoded: decoded)
+                }
+                reader.skipWhitespace()
+                guard reader.peek() == UInt8(ascii: ":") else { break }
+                reader.i += 1
+                reader.skipWhitespace()
+                depth = objectDepth
+                consumed = false
+                visit(key, &self)
+                depth = objectDepth
+                if failed { return false }
+                if !consumed {
+                    consumed = true
+                    guard reader.skip(depth: objectDepth) else { break }
+                }
+                guard let closed = reader.commaOrClose(UInt8(ascii: "}")) else { break }
+                if closed { return true }
+            }
+            failed = true
+            return false
+        }
+    }
+
+    /// Scans `bytes` as one JSON object: `visit` is called with each top-level member in
+    /// document order (a repeated name is visited each time, so assigning in the visit keeps the
+    /// last, as ``parseObject(_:)`` does). `false` if the bytes are not exactly one valid JSON
+    /// object, the same documents ``parseObject(_:)`` refuses; what the visits saw must then be
+    /// discarded.
+    public static func scanObject(_ bytes: UnsafeBufferPointer<UInt8>, _ visit: (Key, inout Scanner) -> Void) -> Bool {
+        var scanner = Scanner(bytes: bytes)
+        scanner.reader.skipWhitespace()
+        guard scanner.reader.peek() == UInt8(ascii: "{"), scanner.members(depth: 1, visit) else { return false }
+        scanner.reader.skipWhitespace()
+        return scanner.reader.atEnd
+    }
+
+    /// ``scanObject(_:_:)-(UnsafeBufferPointer<UInt8>,_)`` over any byte collection.
+    public static func scanObject(_ bytes: some Collection<UInt8>, _ visit: (Key, inout Scanner) -> Void) -> Bool {
+        if let result = bytes.withContiguousStorageIfAvailable({ scanObject($0, visit) }) { return result }
+        return Array(bytes).withUnsafeBufferPointer { scanObject($0, visit) }
     }
 }

@@ -397,8 +397,6 @@ final class ResponseProcessor {
         }
     }
 
-    static let observedKeys = MiniJSON.KeySet(UsageExtractor.topLevelKeys.union(["choices"]))
-
     /// Feeds one SSE event to the usage extractor; returns `true` when it is the usage-only
     /// chunk the gateway asked for (`"choices":[]` with a `usage` object), which is hidden.
     private func observe(_ event: SSEEvent) -> Bool {
@@ -409,14 +407,8 @@ final class ResponseProcessor {
             }
             return false
         }
-        // Only the members read here and by the extractor are built (`choices` of a usage chunk
-        // is empty; of an ordinary chunk it is skipped).
-        guard let object = MiniJSON.parseObject(event.data, keeping: Self.observedKeys) else { return false }
-        extractor.observe(object: object)
-        if prepared.hideUsageChunk, case .array(let choices)? = object["choices"], choices.isEmpty, case .object? = object["usage"] {
-            return true
-        }
-        return false
+        let seen = extractor.observe(json: event.data)
+        return prepared.hideUsageChunk && seen.valid && seen.choicesCount == 0 && seen.hasUsageObject
     }
 }
 

@@ -13,11 +13,10 @@ struct RequestBodyInfo: Sendable {
     var user: String?
     var maxTokens: Int?
 
-    /// The members read; the rest of the body (`messages`, …) is validated, not built.
-    static let readKeys = MiniJSON.KeySet(["model", "stream", "stream_options", "user", "max_tokens", "max_completion_tokens", "max_output_tokens"])
-
     /// Parses `body` if it is a JSON object; `nil` for an empty body. Throws for invalid JSON
-    /// when the client said it is sending JSON.
+    /// when the client said it is sending JSON. One scan, nothing built but the members read
+    /// (the rest of the body, `messages` and all, is validated and skipped); a repeated member
+    /// counts as its last occurrence.
     static func parse(_ body: ByteBuffer, contentType: String?, maxDepth: Int = GatewayLimits.maxJSONDepth) throws(GatewayError) -> RequestBodyInfo? {
         guard body.readableBytes > 0 else { return nil }
         // Declared JSON must be JSON. Undeclared bodies (curl's default form type) are read as
@@ -28,21 +27,39 @@ struct RequestBodyInfo: Sendable {
         guard jsonNestingDepth(body.readableBytesView) <= maxDepth else {
             throw .badJSON("nested too deeply")
         }
-        guard let object = MiniJSON.parseObject(body.readableBytesView, keeping: readKeys) else {
+        var info = RequestBodyInfo()
+        var maxTokens: Int?
+        var maxCompletionTokens: Int?
+        var maxOutputTokens: Int?
+        let valid = body.withUnsafeReadableBytes { raw in
+            MiniJSON.scanObject(raw.assumingMemoryBound(to: UInt8.self)) { key, value in
+                if key.is("model") {
+                    info.model = value.string()
+                } else if key.is("stream") {
+                    info.stream = value.bool() ?? false
+                } else if key.is("stream_options") {
+                    info.hasStreamOptions = true
+                    var includeUsage: Bool? = nil
+                    value.object { key, value in
+                        if key.is("include_usage") { includeUsage = value.bool() }
+                    }
+                    info.includeUsage = includeUsage ?? false
+                } else if key.is("user") {
+                    info.user = value.string()
+                } else if key.is("max_tokens") {
+                    maxTokens = value.int()
+                } else if key.is("max_completion_tokens") {
+                    maxCompletionTokens = value.int()
+                } else if key.is("max_output_tokens") {
+                    maxOutputTokens = value.int()
+                }
+            }
+        }
+        guard valid else {
             if !declaredJSON { return nil }
             throw .badJSON("expected a JSON object")
         }
-        var info = RequestBodyInfo()
-        info.model = object["model"]?.string
-        info.stream = object["stream"]?.bool ?? false
-        if case .object(let options)? = object["stream_options"] {
-            info.hasStreamOptions = true
-            info.includeUsage = options["include_usage"]?.bool ?? false
-        } else if object["stream_options"] != nil {
-            info.hasStreamOptions = true
-        }
-        info.user = object["user"]?.string
-        info.maxTokens = object["max_tokens"]?.int ?? object["max_completion_tokens"]?.int ?? object["max_output_tokens"]?.int
+        info.maxTokens = maxTokens ?? maxCompletionTokens ?? maxOutputTokens
         return info
     }
 

@@ -166,14 +166,28 @@ enum SSEUsageOracle {
             try checkUsage(openai.usage, .openai)
             try checkUsage(anthropic.usage, .anthropic)
         }
-        // observe(json:) is parseObject + observe(object:); check that on one payload.
-        if let event = whole.events.last(where: { !$0.data.isEmpty }) {
-            var viaJSON = UsageExtractor(dialect: .anthropic)
-            viaJSON.observe(json: event.data)
-            var viaObject = UsageExtractor(dialect: .anthropic)
-            if let object = MiniJSON.parseObject(event.data) { viaObject.observe(object: object) }
-            try fuzzCheck(viaJSON.usage == viaObject.usage && viaJSON.model == viaObject.model, name,
-                          "observe(json:) and parseObject + observe(object:) disagree")
+        // observe(json:) scans the bytes without building them; observe(object:) reads the
+        // parsed tree. They must agree after every payload, in both dialects, and on whether a
+        // payload is valid, a usage object and an empty `choices`.
+        for dialect in [UsageDialect.openai, .anthropic] {
+            var viaJSON = UsageExtractor(dialect: dialect)
+            var viaObject = UsageExtractor(dialect: dialect)
+            for payload in whole.events.map(\.data) + [bytes] where !payload.isEmpty {
+                let seen = viaJSON.observe(json: payload)
+                let object = MiniJSON.parseObject(payload)
+                if let object { viaObject.observe(object: object) }
+                try fuzzCheck(seen.valid == (object != nil), name, "observe(json:) and parseObject disagree on validity (\(dialect))")
+                try fuzzCheck(viaJSON.usage == viaObject.usage && viaJSON.model == viaObject.model, name,
+                              "observe(json:) and parseObject + observe(object:) disagree (\(dialect))")
+                if let object {
+                    var choices: Int? = nil
+                    if case .array(let a)? = object["choices"] { choices = a.count }
+                    var usageObject = false
+                    if case .object? = object["usage"] { usageObject = true }
+                    try fuzzCheck(seen.choicesCount == choices && seen.hasUsageObject == usageObject, name,
+                                  "observe(json:) misreads choices or usage (\(dialect))")
+                }
+            }
         }
     }
 
