@@ -975,6 +975,35 @@ def test_a_late_head_is_not_a_read_timeout(gatehouse, tmp_path):
         assert [row["error"] for row in rows] == [None, "stream_interrupted"], rows
 
 
+def test_timeouts_hold_for_every_request_on_a_kept_alive_connection(gatehouse, tmp_path):
+    """The engine keeps one timer per client connection, left pending between requests: a
+    timer armed for an earlier request (or one that fired while the connection was idle) must
+    neither cut a later request short nor let it wait past its own head timeout."""
+    with fu.FakeUpstream() as upstream:
+        g, px = _timeout_instance(gatehouse, upstream, tmp_path, "--upstream-head-timeout", "0.8")
+        auth = {"Authorization": f"Bearer {px['key']}"}
+        with requests.Session() as s:
+            def post(model):
+                t0 = time.monotonic()
+                r = s.post(g.base_url + "/v1/chat/completions", json=chat_body(model), headers=auth, verify=g.verify, timeout=10)
+                return r, time.monotonic() - t0
+            r, _ = post(PRICED_OPENAI)
+            assert r.status_code == 200, r.text
+            time.sleep(0.5)  # the first request's timer is still pending, due in ~0.3 s
+            r, elapsed = post(fu.HEAD_DELAY_MODEL)
+            assert_openai_error(r, 504)
+            assert 0.7 < elapsed < fu.HEAD_DELAY, f"504 after {elapsed:.2f}s: the pending timer cut it short or it waited"
+            time.sleep(1.0)  # a timer that fires with no exchange running stops
+            r, _ = post(PRICED_OPENAI)
+            assert r.status_code == 200, r.text
+            r, elapsed = post(fu.HEAD_DELAY_MODEL)
+            assert_openai_error(r, 504)
+            assert 0.7 < elapsed < fu.HEAD_DELAY, f"504 after {elapsed:.2f}s"
+        rows = wait_rows(g, px["id"], 4)
+        assert [(row["status"], row["error"]) for row in rows] == [
+            (200, None), (504, "upstream_timeout"), (200, None), (504, "upstream_timeout")], rows
+
+
 def test_https_provider(gatehouse, tmp_path):
     """A provider over HTTPS: its certificate is verified — chain (the system's roots plus
     `--upstream-ca-file`) and host name (SNI `localhost`) — before the provider key is sent."""

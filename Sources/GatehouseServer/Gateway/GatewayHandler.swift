@@ -293,7 +293,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 self.reused = reused
                 connection.send(method: prepared.method, uri: prepared.uri, headers: prepared.headers, body: prepared.body, to: self)
                 self.sentAt = .now()
-                self.armBeforeHead()
+                if self.timer == nil { self.armBeforeHead() }
             case .failure:
                 // Refused, unresolvable, TLS failure or the connect deadline: not reachable.
                 self.unreachable(timedOut: false)
@@ -310,7 +310,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func endExchange(context: ChannelHandlerContext) {
-        cancelTimer()
+        // The timer stays pending (see "Timers" below).
         upstream = nil
         prepared = nil
         processor = nil
@@ -343,11 +343,16 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Timers (head deadline, then the longest gap between chunks)
     //
-    // One timer per exchange, armed when the request is sent, first for the shorter of the two
-    // timeouts: it fires no later than the earliest moment either could expire (the gap between
-    // chunks is counted from the head, which comes after the send). When it fires it checks
-    // where the exchange is and, if nothing has expired, arms itself for the rest. Reads only
-    // note the time: no timer is cancelled and scheduled again per head or chunk.
+    // One timer per connection, armed when a request is sent and none is pending, first for the
+    // shorter of the two timeouts: it fires no later than the earliest moment either could
+    // expire (the gap between chunks is counted from the head, which comes after the send).
+    // When it fires it checks where the current exchange is and, if nothing has expired, arms
+    // itself for the rest; with no exchange running it stops. An exchange that ends leaves it
+    // pending: the next request on the connection is sent later, so its deadlines are later
+    // than the ones the pending timer was armed for, and it fires early at worst, which only
+    // re-arms it. Reads only note the time. So back-to-back requests on a keep-alive
+    // connection schedule and cancel no timer each (NIO allocates a task, a promise and its
+    // future for each, and fails the promise on cancel).
 
     /// Until the head arrives: the rest of the head timeout, at most one read timeout.
     private func armBeforeHead() {
