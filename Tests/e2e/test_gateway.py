@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import ssl
 import time
 import uuid
@@ -1002,6 +1003,67 @@ def test_timeouts_hold_for_every_request_on_a_kept_alive_connection(gatehouse, t
         rows = wait_rows(g, px["id"], 4)
         assert [(row["status"], row["error"]) for row in rows] == [
             (200, None), (504, "upstream_timeout"), (200, None), (504, "upstream_timeout")], rows
+
+
+def _raw_chat(key: str) -> bytes:
+    body = json.dumps(chat_body(PRICED_OPENAI)).encode()
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + key.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def test_idle_timeout_closes_idle_connections_not_running_streams(gatehouse, tmp_path):
+    """--idle-timeout closes a kept-alive connection that has had no request in progress for
+    that long, after a gateway request as after a router one; a gateway stream whose pieces
+    come further apart than the timeout runs to its end (the gateway keeps this state for
+    every request: Hummingbird's own handler never sees the gateway's)."""
+    with fu.FakeUpstream() as upstream:
+        g, px = _timeout_instance(gatehouse, upstream, tmp_path, "--idle-timeout", "1")
+        for first in (_raw_chat(px["key"]), b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"):
+            with RawTLS(g) as c:
+                c.send(first)
+                [r] = c.responses(1, timeout=5)
+                assert r.status_code == 200, r.content[:300]
+                t0 = time.monotonic()
+                reply = c.read_until_close(4.0)
+                idle = time.monotonic() - t0
+                assert reply.closed and 0.7 < idle < 2.5, f"closed={reply.closed} after {idle:.2f}s: {first[:20]!r}"
+        received = b""
+        with httpx.Client(base_url=g.base_url, verify=ssl.create_default_context(cafile=str(g.verify)), timeout=10.0) as c:
+            with c.stream("POST", "/v1/chat/completions", json=chat_body(fu.SLOW_MODEL, stream=True),
+                          headers={"Authorization": f"Bearer {px['key']}"}) as r:
+                assert r.status_code == 200
+                for part in r.iter_raw():
+                    received += part
+        assert all(piece.encode() in received for piece in fu.SLOW_PIECES), received
+        [row] = [row for row in wait_rows(g, px["id"], 2) if row["streamed"]]
+        assert (row["status"], row["error"]) == (200, None), row
+
+
+def test_graceful_shutdown_finishes_a_running_stream(gatehouse, tmp_path):
+    """SIGTERM while a gateway stream runs: a kept-alive idle connection is closed at once, the
+    stream runs to its end, then the server exits cleanly."""
+    with fu.FakeUpstream() as upstream:
+        g, px = _timeout_instance(gatehouse, upstream, tmp_path)
+        with RawTLS(g) as idle:
+            idle.send(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            [r] = idle.responses(1, timeout=5)
+            assert r.status_code == 200
+            received = b""
+            with httpx.Client(base_url=g.base_url, verify=ssl.create_default_context(cafile=str(g.verify)), timeout=10.0) as c:
+                with c.stream("POST", "/v1/chat/completions", json=chat_body(fu.SLOW_MODEL, stream=True),
+                              headers={"Authorization": f"Bearer {px['key']}"}) as r:
+                    assert r.status_code == 200
+                    parts = r.iter_raw()
+                    while fu.SLOW_PIECES[0].encode() not in received:
+                        received += next(parts)
+                    g.proc.send_signal(signal.SIGTERM)
+                    reply = idle.read_until_close(2.0)
+                    assert reply.closed, "an idle connection was left open by the shutdown"
+                    for part in parts:
+                        received += part
+        assert all(piece.encode() in received for piece in fu.SLOW_PIECES), received
+        assert b"[DONE]" in received, received[-200:]
+        assert g.proc.wait(15) == 0
 
 
 def test_https_provider(gatehouse, tmp_path):

@@ -367,6 +367,66 @@ def test_provider_redirect_is_not_followed(inst, keys, upstream, canary, redirec
     assert [c.model for c in calls] == [model], f"provider calls: {[(c.path, c.model) for c in calls]}"
 
 
+# (g) Header fields that are not valid HTTP: the gateway forwards the client's fields as NIO's
+# parser (llhttp, strict) accepted them, so a field the parser let through with a control
+# character or a non-token name would reach the provider as it stands. Each must be refused
+# before anything is forwarded.
+BAD_FIELDS = {
+    "nul_in_value": b"X-Note: a\x00b",
+    "bare_cr_in_value": b"X-Note: a\rInjected: 1",
+    "ctl_in_value": b"X-Note: a\x01b",
+    "del_in_value": b"X-Note: a\x7fb",
+    "esc_in_value": b"X-Note: a\x1bb",
+    "space_in_name": b"X Note: v",
+    "slash_in_name": b"X/Note: v",
+    "non_ascii_name": b"X-N\xc3\xb6te: v",
+    "empty_name": b": v",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FIELDS))
+def test_invalid_header_fields_are_refused_before_forwarding(inst, keys, upstream, case):
+    n0 = upstream.count()
+    body = OUTER_BODY
+    request = outer_request(CHAT, keys.proxy, [BAD_FIELDS[case], b"Content-Length: %d" % len(body)], body)
+    reply = raw_exchange(inst, request, timeout=CLOSE_WAIT)
+    time.sleep(0.1)
+    calls = upstream.since(n0)
+    assert calls == [], f"forwarded with {case}: {[c.headers for c in calls]}"
+    responses, rest = parse_responses(reply.data)
+    assert [r.status_code for r in responses] in ([], [400]), f"expected a 400 or nothing: {reply.describe()}"
+    assert reply.closed, f"the connection stayed open: {reply.describe()}"
+
+
+def test_a_valid_extra_header_field_is_forwarded_as_sent(inst, keys, upstream):
+    """The control for the test above: the same request with a valid field reaches the
+    provider, with the field as the client wrote it (obs-text and tabs included)."""
+    n0 = upstream.count()
+    body = OUTER_BODY
+    request = outer_request(CHAT, keys.proxy, [b"X-Note: a\tb \xc3\xa9", b"Content-Length: %d" % len(body),
+                                               b"Connection: close"], body)
+    reply = raw_exchange(inst, request, timeout=CLOSE_WAIT)
+    [call] = upstream.since(n0)
+    notes = [v for (k, v) in call.headers if k.lower() == "x-note"]
+    assert len(notes) == 1 and notes[0].encode("latin-1", "replace")[:4] == b"a\tb ", notes
+    assert parse_responses(reply.data)[0][0].status_code == 200, reply.describe()
+
+
+def test_an_absolute_form_target_is_not_a_gateway_request(inst, keys, upstream):
+    """`POST http://host/v1/… HTTP/1.1` (proxy form): the gateway serves origin-form targets
+    only, so this goes to the router, is answered there, and nothing reaches a provider."""
+    n0 = upstream.count()
+    body = OUTER_BODY
+    request = (b"POST http://127.0.0.1/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+               + keys.proxy.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    with RawTLS(inst) as c:
+        c.send(request)
+        [r] = c.responses(1, timeout=5)
+    assert r.status_code == 404, f"{r.status_code}: {r.content[:300]!r}"
+    assert upstream.since(n0) == []
+    assert_no_secret(r.content, "absolute-form answer")
+
+
 # --------------------------------------------------------------------------------------------
 # 6. Header bombs
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import HTTPTypes
+import NIOHTTP1
 
 /// An organization's network rules, parsed once per settings change.
 public struct NetworkPolicy: Sendable, Equatable {
@@ -21,8 +22,18 @@ public struct NetworkPolicy: Sendable, Equatable {
     /// from anyone else is ignored, so a client cannot choose its own address.
     public func clientAddress(peer: IPAddress?, headers: HTTPFields) -> IPAddress? {
         guard let peer, !trustedProxies.isOpen, trustedProxies.permits(peer) else { return peer }
+        return clientAddress(trustedPeer: peer, forwardedFor: headers[values: .xForwardedFor])
+    }
+
+    /// The same from NIO's headers (the gateway's requests, read below the `HTTPTypes` layer).
+    func clientAddress(peer: IPAddress?, headers: HTTPHeaders) -> IPAddress? {
+        guard let peer, !trustedProxies.isOpen, trustedProxies.permits(peer) else { return peer }
+        return clientAddress(trustedPeer: peer, forwardedFor: headers["X-Forwarded-For"])
+    }
+
+    private func clientAddress(trustedPeer peer: IPAddress, forwardedFor values: [String]) -> IPAddress? {
         var entries: [Substring] = []
-        for value in headers[values: .xForwardedFor] {
+        for value in values {
             entries.append(contentsOf: value.split(separator: ","))
         }
         var candidate = peer

@@ -58,8 +58,8 @@ public final class GatewayEngine: Sendable {
     /// allowlists on the client address (`X-Forwarded-For` believed only from the org's trusted
     /// proxies), a safe path, and a declared body length within bounds.
     /// `peerText` is `peer`'s text when the caller already has it (once per connection).
-    func admit(_ head: HTTPRequest, peer: IPAddress?, peerText: String? = nil, now: Date) throws(GatewayError) -> Admission {
-        let headers = head.headerFields
+    func admit(_ head: HTTPRequestHead, peer: IPAddress?, peerText: String? = nil, now: Date) throws(GatewayError) -> Admission {
+        let headers = head.headers
         guard let token = GatewayHTTP.credential(headers) else {
             failures?.record(plane: "gateway", reason: .missing, key: nil, clientIP: peer?.description ?? "")
             throw .unauthenticated
@@ -81,7 +81,7 @@ public final class GatewayEngine: Sendable {
         let client = network.clientAddress(peer: peer, headers: headers)
         guard network.gatewayAllowlist.permits(client) else { throw .forbiddenIP }
         guard snapshot.keyAllowlists[key.id]?.permits(client) ?? true else { throw .forbiddenIP }
-        let target = head.path ?? "/"
+        let target = head.uri
         let path: String
         let query: Substring?
         if let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) {
@@ -92,7 +92,7 @@ public final class GatewayEngine: Sendable {
             query = nil
         }
         guard GatewayHTTP.isSafePath(path) else { throw .badPath }
-        if let declared = GatewayHTTP.value(headers, .contentLength).flatMap(Int.init), declared > maxBodyBytes {
+        if let declared = GatewayHTTP.value(headers, "content-length").flatMap(Int.init), declared > maxBodyBytes {
             throw .payloadTooLarge(limit: maxBodyBytes)
         }
         let clientIP = if let peerText, client == peer { peerText } else { client?.description ?? "" }
@@ -143,13 +143,13 @@ public final class GatewayEngine: Sendable {
     /// Stage 2, with the whole body: the JSON it claims to be, the key's model list, limits
     /// reserved at their worst case (or refused), the provider key from the vault cache.
     func prepare(
-        _ admission: Admission, head: HTTPRequest, body original: ByteBuffer, requestID: String, startedAt: Date
+        _ admission: Admission, head: HTTPRequestHead, body original: ByteBuffer, requestID: String, startedAt: Date
     ) throws(GatewayError) -> Prepared {
         let key = admission.key
         let providerKey = admission.providerKey
-        let headers = head.headerFields
+        let headers = head.headers
         var body = original
-        let info = try RequestBodyInfo.parse(body, contentType: GatewayHTTP.value(headers, .contentType), maxDepth: maxJSONDepth)
+        let info = try RequestBodyInfo.parse(body, contentType: GatewayHTTP.value(headers, "content-type"), maxDepth: maxJSONDepth)
         if let allowed = key.allowedModels, !allowed.isEmpty {
             guard let model = info?.model, allowed.contains(model) else { throw .modelNotAllowed }
         }
@@ -210,10 +210,10 @@ public final class GatewayEngine: Sendable {
     /// Checks and reserves the key's rate limits, budget and the client's
     /// `Helicone-RateLimit-Policy`. Keys without limits skip the ledger entirely.
     func reserveLimits(
-        key: GateKeyRecord, info: RequestBodyInfo?, bodyBytes: Int, userID: String?, headers: HTTPFields, now: Date
+        key: GateKeyRecord, info: RequestBodyInfo?, bodyBytes: Int, userID: String?, headers: HTTPHeaders, now: Date
     ) throws(GatewayError) -> (reservation: LimitLedger.Reservation?, tightest: LimitLedger.Status?) {
         var policy: RateLimitPolicy? = nil
-        if let text = GatewayHTTP.value(headers, .heliconeRateLimitPolicy) {
+        if let text = GatewayHTTP.value(headers, "helicone-ratelimit-policy") {
             do { policy = try RateLimitPolicy.parse(text) } catch { throw .badPolicy(error.reason) }
         }
         let rateLimits = key.rateLimits ?? []
@@ -266,7 +266,7 @@ final class ResponseProcessor {
     func sending() { preOverhead = ContinuousClock.now - started }
 
     /// The client's response head for the provider's.
-    func head(status: Int, upstreamHeaders: HTTPHeaders, requestID: String) -> HTTPResponse {
+    func head(status: Int, upstreamHeaders: HTTPHeaders, requestID: String) -> HTTPResponseHead {
         let headReceived = ContinuousClock.now
         self.status = status
         isSSE = upstreamHeaders.first(name: "content-type").map { $0.utf8.count >= 17 && $0.prefix(17).lowercased() == "text/event-stream" } ?? false
@@ -277,10 +277,10 @@ final class ResponseProcessor {
             upstreamHeaders, dropLength: (prepared.hideUsageChunk && isSSE) || scrubSecret != nil,
             replacingRateLimit: prepared.tightest != nil)
         // The provider's own copies of these were left out above: plain appends.
-        headers.append(HTTPField(name: .gatehouseRequestID, value: requestID))
+        headers.add(name: GatewayHTTP.requestIDName, value: requestID)
         prepared.tightest?.append(to: &headers)
-        headers.append(HTTPField(name: .gatehouseOverheadMs, value: GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived))))
-        return HTTPResponse(status: .init(code: status), headerFields: headers)
+        headers.add(name: GatewayHTTP.overheadName, value: GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived)))
+        return HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers)
     }
 
     /// One chunk of the provider's body; `emit` receives what the client gets.
@@ -414,32 +414,45 @@ final class ResponseProcessor {
 
 /// Header, path and timing helpers of the gateway.
 enum GatewayHTTP {
-    /// `fields[name]` without its cost when the field is there once or not at all (no array of
-    /// values, no join: ~1/4 of the instructions); a repeated field is joined by `HTTPFields`
-    /// itself, so the answer is always the same as the subscript's.
-    static func value(_ fields: HTTPFields, _ name: HTTPField.Name) -> String? {
+    /// Whether the header name `name` is `lower` (ASCII lowercase): names compare without case.
+    @inline(__always)
+    static func isName(_ name: String, _ lower: StaticString) -> Bool {
+        let count = lower.utf8CodeUnitCount
+        guard name.utf8.count == count else { return false }
+        let p = lower.utf8Start
+        var i = 0
+        for byte in name.utf8 {
+            if (byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte) != p[i] { return false }
+            i += 1
+        }
+        return true
+    }
+
+    /// The value of the field `lower`, the values of a repeated field joined with `, `
+    /// (as `HTTPFields` joins them); `nil` when absent.
+    static func value(_ headers: HTTPHeaders, _ lower: StaticString) -> String? {
         var found: String? = nil
-        for field in fields where field.name == name {
-            if found != nil { return fields[name] }
-            found = field.value
+        for (name, value) in headers where isName(name, lower) {
+            found = found.map { $0 + ", " + value } ?? value
         }
         return found
     }
 
     /// The proxy key from `Authorization: Bearer`, `x-api-key` or `Helicone-Auth: Bearer`.
-    /// Fields are read in one pass; a field given twice is joined with `, ` as `HTTPFields`
-    /// does (so two `Authorization` headers never authenticate as either one).
-    static func credential(_ headers: HTTPFields) -> Substring? {
+    /// Fields are read in one pass; a field given twice is joined with `, ` (so two
+    /// `Authorization` headers never authenticate as either one).
+    static func credential(_ headers: HTTPHeaders) -> Substring? {
         var authorization: String? = nil
         var apiKey: String? = nil
         var helicone: String? = nil
         func add(_ value: String, to slot: inout String?) { slot = slot.map { $0 + ", " + value } ?? value }
-        for field in headers {
-            switch field.name {
-            case .authorization: add(field.value, to: &authorization)
-            case .xAPIKey: add(field.value, to: &apiKey)
-            case .heliconeAuth: add(field.value, to: &helicone)
-            default: continue
+        for (name, value) in headers {
+            if isName(name, "authorization") {
+                add(value, to: &authorization)
+            } else if isName(name, "x-api-key") {
+                add(value, to: &apiKey)
+            } else if isName(name, "helicone-auth") {
+                add(value, to: &helicone)
             }
         }
         let bearer = AdminAuthMiddleware.bearerToken(authorization)
@@ -451,6 +464,9 @@ enum GatewayHTTP {
 
     // MARK: Headers
 
+    static let requestIDName = "Gatehouse-Request-Id"
+    static let overheadName = "Gatehouse-Overhead-Ms"
+
     /// Headers never forwarded to a provider: hop-by-hop, our own, client credentials, and
     /// anything that would change the bytes (compression) or leak the client's network.
     static let droppedRequestHeaders: Set<String> = [
@@ -460,20 +476,24 @@ enum GatewayHTTP {
         "x-real-ip", "expect",
     ]
 
-    static func forwardHeaders(_ fields: HTTPFields, adapter: ProviderAdapter, secret: String) -> [(String, String)] {
+    /// The client's headers as sent to the provider (names as the client spelled them), then
+    /// the provider's defaults the client left out, then the provider credential. The values
+    /// are as llhttp accepted them: it refuses a request whose header names are not tokens or
+    /// whose values hold control characters (CR, LF, NUL…), so every field sent is valid.
+    static func forwardHeaders(_ headers: HTTPHeaders, adapter: ProviderAdapter, secret: String) -> [(String, String)] {
         var connectionListed: Set<String> = []
-        for value in fields[values: .connection] {
+        for (name, value) in headers where isName(name, "connection") {
             for token in value.split(separator: ",") { connectionListed.insert(token.trimmingCharacters(in: .whitespaces).lowercased()) }
         }
         var out: [(String, String)] = []
-        out.reserveCapacity(fields.count + 2)
-        var present: Set<String> = []
-        for field in fields {
-            let name = field.name.canonicalName
-            if droppedRequestHeaders.contains(name) || connectionListed.contains(name) { continue }
-            if name.hasPrefix("helicone-") || name.hasPrefix("gatehouse-") || name.hasPrefix("proxy-") { continue }
-            out.append((field.name.rawName, field.value))
-            present.insert(name)
+        out.reserveCapacity(headers.count + 2)
+        var present: [String] = []
+        for (name, value) in headers {
+            let lower = name.lowercased()
+            if droppedRequestHeaders.contains(lower) || connectionListed.contains(lower) { continue }
+            if lower.hasPrefix("helicone-") || lower.hasPrefix("gatehouse-") || lower.hasPrefix("proxy-") { continue }
+            out.append((name, value))
+            present.append(lower)
         }
         out.append(contentsOf: adapter.defaultHeaders(present: { present.contains($0) }))
         out.append(contentsOf: adapter.authHeaders(secret: secret))
@@ -490,29 +510,29 @@ enum GatewayHTTP {
     enum ResponseHeaderRule { case drop, replaced, replacedWhenLimited }
     static let responseHeaderRules: [String: ResponseHeaderRule] = {
         var rules = Dictionary(uniqueKeysWithValues: droppedResponseHeaders.map { ($0, ResponseHeaderRule.drop) })
-        for name in [HTTPField.Name.gatehouseRequestID, .gatehouseOverheadMs] { rules[name.canonicalName] = .replaced }
-        for name in [HTTPField.Name.rateLimitLimit, .rateLimitRemaining, .rateLimitReset, .rateLimitPolicy] {
-            rules[name.canonicalName] = .replacedWhenLimited
-        }
+        // HSTS is Gatehouse's: its own over TLS, none over plain HTTP (a provider's never passes).
+        for name in [requestIDName, overheadName, RequestBoundaryHandler.hstsName] { rules[name.lowercased()] = .replaced }
+        for name in LimitLedger.Status.fieldNames { rules[name.lowercased()] = .replacedWhenLimited }
         return rules
     }()
 
-    static func responseHeaders(_ upstream: HTTPHeaders, dropLength: Bool, replacingRateLimit: Bool) -> HTTPFields {
-        var fields = HTTPFields()
-        fields.reserveCapacity(upstream.count + 8)
+    /// The provider's response headers the client gets (names as the provider spelled them;
+    /// llhttp checked them as it parsed the answer), `Content-Length` last unless dropped.
+    static func responseHeaders(_ upstream: HTTPHeaders, dropLength: Bool, replacingRateLimit: Bool) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(upstream.count + 8)
         var contentLength: String? = nil
         for (name, value) in upstream {
-            guard let field = HTTPField.Name(name) else { continue }
-            let lower = field.canonicalName
+            let lower = name.lowercased()
             if lower == "content-length" { contentLength = value }
             switch responseHeaderRules[lower] {
             case .drop?, .replaced?: continue
             case .replacedWhenLimited? where replacingRateLimit: continue
-            default: fields.append(HTTPField(name: field, value: value))
+            default: headers.add(name: name, value: value)
             }
         }
-        if !dropLength, let contentLength { fields.append(HTTPField(name: .contentLength, value: contentLength)) }
-        return fields
+        if !dropLength, let contentLength { headers.add(name: "Content-Length", value: contentLength) }
+        return headers
     }
 
     /// Refuses dot segments and encoded slashes or dots, so the path stays under `/v1/` of the
@@ -564,8 +584,4 @@ enum GatewayHTTP {
     }
 }
 
-extension HTTPField.Name {
-    static let xAPIKey = Self("x-api-key")!
-    static let heliconeAuth = Self("Helicone-Auth")!
-    static let gatehouseOverheadMs = Self("Gatehouse-Overhead-Ms")!
-}
+

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import GatehouseCore
 import NIOCore
+import NIOHTTP1
 
 /// Errors answered on `/v1/*`, in the OpenAI error shape
 /// `{"error":{"message","type","code"}}` so that every OpenAI-compatible SDK raises the
@@ -93,57 +94,48 @@ public enum GatewayError: Error, Sendable, Equatable {
     }
 
     /// The error answer: head (with `Content-Length`) and JSON body.
-    func response(requestID: String) -> (head: HTTPResponse, body: ByteBuffer) {
+    func response(requestID: String) -> (head: HTTPResponseHead, body: ByteBuffer) {
         let body = JSONValue.object([
             "error": .object(["message": .string(Redactor.shared.redact(message)), "type": .string(type), "code": .string(code), "param": .null])
         ])
         let bytes = ByteBuffer(bytes: body.encoded())
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        headers[.contentLength] = String(bytes.readableBytes)
-        headers[.gatehouseRequestID] = requestID
-        if self == .unauthenticated { headers[.wwwAuthenticate] = "Bearer" }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Length", value: String(bytes.readableBytes))
+        headers.add(name: GatewayHTTP.requestIDName, value: requestID)
+        if self == .unauthenticated { headers.add(name: "WWW-Authenticate", value: "Bearer") }
         switch self {
         case .rateLimited(let status, let retry):
-            headers[.retryAfter] = String(retry)
-            status.apply(to: &headers)
+            headers.add(name: "Retry-After", value: String(retry))
+            status.append(to: &headers)
         case .budgetExhausted(let status, let retry):
-            if let retry { headers[.retryAfter] = String(retry) }
-            status.apply(to: &headers)
+            if let retry { headers.add(name: "Retry-After", value: String(retry)) }
+            status.append(to: &headers)
         case .payloadTooLarge, .malformedBody:
-            headers[.connection] = "close"  // the rest of the body is never read
+            headers.add(name: "Connection", value: "close")  // the rest of the body is never read
         default: break
         }
-        return (HTTPResponse(status: status, headerFields: headers), bytes)
+        return (HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status.code, reasonPhrase: status.reasonPhrase), headers: headers), bytes)
+    }
+
+    /// The connection is closed after this answer (its `Connection: close`).
+    var closesConnection: Bool {
+        switch self {
+        case .payloadTooLarge, .malformedBody: true
+        default: false
+        }
     }
 }
 
 extension LimitLedger.Status {
-    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`.
-    var fields: [HTTPField] {
-        [
-            HTTPField(name: .rateLimitLimit, value: LimitLedger.formatNumber(limit)),
-            HTTPField(name: .rateLimitRemaining, value: LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000)),
-            HTTPField(name: .rateLimitReset, value: String(resetSeconds)),
-            HTTPField(name: .rateLimitPolicy, value: policy),
-        ]
-    }
+    static let fieldNames = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"]
 
-    /// Sets the four fields, replacing any already there.
-    func apply(to headers: inout HTTPFields) {
-        for field in fields { headers[field.name] = field.value }
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`,
+    /// appended: for a head that has none of them yet.
+    func append(to headers: inout HTTPHeaders) {
+        headers.add(name: "RateLimit-Limit", value: LimitLedger.formatNumber(limit))
+        headers.add(name: "RateLimit-Remaining", value: LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000))
+        headers.add(name: "RateLimit-Reset", value: String(resetSeconds))
+        headers.add(name: "RateLimit-Policy", value: policy)
     }
-
-    /// Appends the four fields: for a head that has none of them yet.
-    func append(to headers: inout HTTPFields) {
-        headers.append(contentsOf: fields)
-    }
-}
-
-extension HTTPField.Name {
-    static let rateLimitLimit = Self("RateLimit-Limit")!
-    static let rateLimitRemaining = Self("RateLimit-Remaining")!
-    static let rateLimitReset = Self("RateLimit-Reset")!
-    static let rateLimitPolicy = Self("RateLimit-Policy")!
-    static let heliconeRateLimitPolicy = Self("Helicone-RateLimit-Policy")!
 }

@@ -1,9 +1,7 @@
 import Foundation
 import GatehouseCore
-import HTTPTypes
 import NIOCore
 import NIOHTTP1
-import NIOHTTPTypes
 
 /// The data plane on the connection's event loop: `ANY /v1/*` is answered here, without
 /// leaving the loop — request parts in, provider connection from the loop's own pool, provider
@@ -13,16 +11,22 @@ import NIOHTTPTypes
 /// model, limits, provider key → forward → stream the answer back while reading usage →
 /// settle and queue the log entry. Nothing here waits on the database.
 ///
-/// It sits after Hummingbird's connection state handler (idle timeout, `Connection: close`,
-/// graceful shutdown), which sees this handler's requests and responses like any others.
+/// It sits right after NIO's HTTP/1 decoder, below Hummingbird's `HTTPTypes` layer: a
+/// gateway request is read and answered in NIO's own types (`HTTPRequestHead`,
+/// `HTTPHeaders`), never converted to `HTTPTypes` and back, and never passes Hummingbird's
+/// handlers. So this handler also keeps the connection's state for every request, the
+/// router's included (Hummingbird's connection state handler runs without its idle timeout
+/// and never sees the quiesce event): the idle timeout, graceful shutdown (a quiesce closes
+/// the connection once no request is in progress), the header deadline's request
+/// boundaries and `Connection: close` on the gateway's own answers (see `docs/transport.md`).
 /// Requests on one connection are answered in order: while a `/v1` exchange runs, later
 /// (pipelined) request parts wait here and reading stops; a `/v1` request waits for the
 /// router's answer to an earlier request the same way.
 final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
 
     enum State {
         case idle
@@ -37,21 +41,28 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     let engine: GatewayEngine
-    /// Over TLS: the gateway's heads carry `Strict-Transport-Security` from the start, so
-    /// ``RequestBoundaryHandler`` lets them pass instead of copying their fields to add it.
+    /// Over TLS: the gateway's heads carry `Strict-Transport-Security` (the router's get it
+    /// from ``RequestBoundaryHandler``).
     let hsts: Bool
+    /// A connection with no request in progress is closed after this long without a read.
+    let idleTimeout: TimeAmount?
     private var context: ChannelHandlerContext?
+    private var deadline: HeaderDeadlineHandler?
+    private var idleTask: Scheduled<Void>?
+    private var lastActive = NIODeadline.now()
+    /// A quiesce event arrived (graceful shutdown): closed as soon as no request is in progress.
+    private var quiescing = false
     private var pool: UpstreamPool?
     private var peer: IPAddress?
     private var peerText: String?
     private var state = State.idle
     /// Router requests whose response has not ended yet.
     private var routerResponsesOpen = 0
-    private var queued = CircularBuffer<HTTPRequestPart>()
+    private var queued = CircularBuffer<HTTPServerRequestPart>()
     private var readHeld = false
 
     // The current gateway request.
-    private var head = HTTPRequest(method: .get, scheme: nil, authority: nil, path: "/")
+    private var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
     private var admission: GatewayEngine.Admission?
     private var body: ByteBuffer?
     /// Bytes dropped of the body of a request answered early.
@@ -72,9 +83,10 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var sentAt = NIODeadline.now()
     private var lastRead = NIODeadline.now()
 
-    init(engine: GatewayEngine, hsts: Bool = false) {
+    init(engine: GatewayEngine, hsts: Bool = false, idleTimeout: TimeAmount? = nil) {
         self.engine = engine
         self.hsts = hsts
+        self.idleTimeout = idleTimeout
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -82,11 +94,70 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.pool = engine.connector.pool(on: context.eventLoop)
         self.peer = context.channel.remoteAddress?.ipAddress.flatMap { IPAddress($0) }
         self.peerText = peer?.description
+        self.deadline = try? context.pipeline.syncOperations.handler(type: HeaderDeadlineHandler.self)
+        if context.channel.isActive { scheduleIdleCheck(context: context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         abandonExchange()
+        idleTask?.cancel()
+        idleTask = nil
         self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        scheduleIdleCheck(context: context)
+        context.fireChannelActive()
+    }
+
+    // MARK: Connection state (idle timeout, graceful shutdown)
+
+    /// A request's head has been read and its response has not ended, or its parts wait.
+    private var requestInProgress: Bool { state != .idle || routerResponsesOpen > 0 || !queued.isEmpty }
+
+    /// A request's parts are being read (a slow upload still counts as idle time).
+    private var requestBeingRead: Bool { state == .passthrough || state == .collecting || state == .discarding }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        // Not passed on: Hummingbird's state handler does not see the gateway's requests.
+        quiescing = true
+        if !requestInProgress { context.close(promise: nil) }
+    }
+
+    /// A response ended or a request was dropped: with nothing left in progress the connection
+    /// closes if the server is shutting down, and otherwise starts its idle time.
+    private func settle(context: ChannelHandlerContext) {
+        guard !requestInProgress else { return }
+        if quiescing {
+            context.close(promise: nil)
+            return
+        }
+        lastActive = .now()
+        scheduleIdleCheck(context: context)
+    }
+
+    private func scheduleIdleCheck(context: ChannelHandlerContext) {
+        guard let idleTimeout, idleTask == nil else { return }
+        idleTask = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastActive + idleTimeout) { [weak self] in
+            self?.idleCheck()
+        }
+    }
+
+    /// As Hummingbird's: nothing while a request waits for its response (its end starts the
+    /// idle time again); otherwise closed once idle for the whole timeout.
+    private func idleCheck() {
+        idleTask = nil
+        guard let context, let idleTimeout, context.channel.isActive else { return }
+        if requestInProgress && !requestBeingRead { return }
+        if NIODeadline.now() >= lastActive + idleTimeout {
+            context.close(promise: nil)
+        } else {
+            scheduleIdleCheck(context: context)
+        }
     }
 
     // MARK: Inbound
@@ -96,6 +167,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // dynamic type, and `Self.unwrapInboundIn` compiles to NIO's unspecialised generic
         // (generic metadata at run time, ~1 000 instructions a call instead of ~250).
         let part = GatewayHandler.unwrapInboundIn(data)
+        lastActive = .now()
         if !queued.isEmpty || !canHandle(part) {
             queued.append(part)
             return
@@ -104,20 +176,20 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Whether `part` can be handled now (otherwise it waits its turn).
-    private func canHandle(_ part: HTTPRequestPart) -> Bool {
+    private func canHandle(_ part: HTTPServerRequestPart) -> Bool {
         switch state {
         case .exchanging: return false
         case .idle:
-            if case .head(let head) = part, GatewayEngine.isGatewayPath(head.path ?? ""), routerResponsesOpen > 0 { return false }
+            if case .head(let head) = part, GatewayEngine.isGatewayPath(head.uri), routerResponsesOpen > 0 { return false }
             return true
         case .passthrough, .collecting, .discarding: return true
         }
     }
 
-    private func handle(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch state {
         case .idle:
-            guard case .head(let head) = part, GatewayEngine.isGatewayPath(head.path ?? "") else {
+            guard case .head(let head) = part, GatewayEngine.isGatewayPath(head.uri) else {
                 if case .head = part {
                     routerResponsesOpen += 1
                     state = .passthrough
@@ -160,6 +232,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             case .end:
                 state = .idle
                 drain(context: context)
+                settle(context: context)
             }
         case .exchanging:
             queued.append(part)
@@ -167,7 +240,8 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// A gateway request head: admitted (then its body is read) or answered at once.
-    private func begin(_ head: HTTPRequest, context: ChannelHandlerContext) {
+    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        deadline?.headReceived()
         started = .now
         startedAt = Date()
         requestID = Base62.timeOrderedID(prefix: "req_", at: startedAt)
@@ -203,6 +277,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             answer(error, context: context)
             state = .idle
             drain(context: context)
+            settle(context: context)
         }
     }
 
@@ -239,6 +314,8 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if case .end = GatewayHandler.unwrapOutboundIn(data) {
             routerResponsesOpen = max(0, routerResponsesOpen - 1)
             if routerResponsesOpen == 0, !queued.isEmpty { drain(context: context) }
+            if quiescing { context.flush() }
+            settle(context: context)
         }
     }
 
@@ -271,11 +348,18 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func answer(_ error: GatewayError, context: ChannelHandlerContext, overhead: Duration? = nil) {
         var (head, body) = error.response(requestID: requestID)
-        head.headerFields[.gatehouseOverheadMs] = GatewayHTTP.msText(overhead ?? (ContinuousClock.now - started))
-        if hsts { head.headerFields.append(RequestBoundaryHandler.hstsField) }
+        head.headers.add(name: GatewayHTTP.overheadName, value: GatewayHTTP.msText(overhead ?? (ContinuousClock.now - started)))
+        if hsts { head.headers.add(name: RequestBoundaryHandler.hstsName, value: RequestBoundaryHandler.hstsValue) }
         context.write(GatewayHandler.wrapOutboundOut(.head(head)), promise: nil)
-        context.write(GatewayHandler.wrapOutboundOut(.body(body)), promise: nil)
-        context.writeAndFlush(GatewayHandler.wrapOutboundOut(.end(nil)), promise: nil)
+        context.write(GatewayHandler.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        if error.closesConnection {
+            // `Connection: close`: the rest of the body is never read; closed once the answer is out.
+            let channel = context.channel
+            context.writeAndFlush(GatewayHandler.wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(GatewayHandler.wrapOutboundOut(.end(nil)), promise: nil)
+        }
+        deadline?.responseEnded()
     }
 
     // MARK: The exchange
@@ -316,6 +400,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         processor = nil
         state = .idle
         drain(context: context)
+        settle(context: context)
     }
 
     /// Ends the exchange without an answer (the client went away, the handler is removed, or
@@ -404,14 +489,14 @@ extension GatewayHandler: UpstreamDelegate {
         gotHead = true
         lastRead = .now()
         var response = processor.head(status: Int(head.status.code), upstreamHeaders: head.headers, requestID: requestID)
-        if hsts { response.headerFields.append(RequestBoundaryHandler.hstsField) }
+        if hsts { response.headers.add(name: RequestBoundaryHandler.hstsName, value: RequestBoundaryHandler.hstsValue) }
         context.write(GatewayHandler.wrapOutboundOut(.head(response)), promise: nil)
     }
 
     func upstreamBody(_ buffer: ByteBuffer, from connection: UpstreamConnection) {
         guard connection === upstream, let context, let processor else { return }
         lastRead = .now()
-        processor.body(buffer) { context.write(GatewayHandler.wrapOutboundOut(.body($0)), promise: nil) }
+        processor.body(buffer) { context.write(GatewayHandler.wrapOutboundOut(.body(.byteBuffer($0))), promise: nil) }
     }
 
     func upstreamReadComplete(from connection: UpstreamConnection) {
@@ -421,9 +506,10 @@ extension GatewayHandler: UpstreamDelegate {
 
     func upstreamEnd(from connection: UpstreamConnection) {
         guard connection === upstream, let context, let processor else { return }
-        processor.end { context.write(GatewayHandler.wrapOutboundOut(.body($0)), promise: nil) }
+        processor.end { context.write(GatewayHandler.wrapOutboundOut(.body(.byteBuffer($0))), promise: nil) }
         connection.finish()
         context.writeAndFlush(GatewayHandler.wrapOutboundOut(.end(nil)), promise: nil)
+        deadline?.responseEnded()
         endExchange(context: context)
     }
 

@@ -1,4 +1,4 @@
-import HTTPTypes
+import NIOHTTP1
 
 /// Helicone-compatible request metadata headers.
 struct RequestMetadata: Sendable {
@@ -11,11 +11,12 @@ struct RequestMetadata: Sendable {
     static let maxValueLength = 512
     static let maxProperties = 50
 
-    init(headers: HTTPFields) {
-        for field in headers {
-            let name = field.name.canonicalName
+    init(headers: HTTPHeaders) {
+        for (name, value) in headers {
+            guard name.utf8.count > 9, name.utf8.first.map({ $0 | 0x20 == UInt8(ascii: "h") }) ?? false else { continue }
+            let name = name.lowercased()
             guard name.hasPrefix("helicone-") else { continue }
-            let value = String(field.value.prefix(Self.maxValueLength))
+            let value = String(value.prefix(Self.maxValueLength))
             switch name {
             case "helicone-user-id": userID = value
             case "helicone-session-id": sessionID = value

@@ -3,6 +3,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import NIOSSL
 import Synchronization
 
@@ -95,9 +96,11 @@ public struct GatehouseChannel: ServerChildChannel, HTTPChannelHandler {
     public init(
         responder: @escaping HTTPChannelHandler.Responder, tls: TLSContextSource?, limits: TransportLimits, gateway: GatewayEngine?
     ) {
+        // With the gateway, its handler keeps the idle timeout for every request (Hummingbird's
+        // state handler never sees the gateway's requests).
         let configuration = HTTP1Channel.Configuration(
             additionalChannelHandlers: [RequestBoundaryHandler(hsts: tls != nil)],  // an autoclosure: one per connection
-            idleTimeout: TimeAmount(limits.idleTimeout),
+            idleTimeout: gateway == nil ? TimeAmount(limits.idleTimeout) : nil,
             httpDecoderConfiguration: .init(
                 maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes,
                 maxHeaderFieldCount: limits.maxHeaderCount))
@@ -127,13 +130,13 @@ public struct GatehouseChannel: ServerChildChannel, HTTPChannelHandler {
             try sync.addHandler(HeaderDeadlineHandler(timeout: headerTimeout))
         }.flatMap {
             base.setup(channel: channel, logger: logger)
-        }.flatMapThrowing { value in
-            // The gateway answers `/v1/*` on the event loop, after Hummingbird's connection
-            // state handler and before the router's async channel.
+        }.flatMapThrowing { [idleTimeout = TimeAmount(limits.idleTimeout)] value in
+            // The gateway answers `/v1/*` on the event loop, right after NIO's HTTP/1 decoder
+            // and before Hummingbird's `HTTPTypes` codec (see `GatewayHandler`).
             if let gateway {
                 let sync = channel.pipeline.syncOperations
-                let state = try sync.handler(type: HTTPConnectionStateHandler.self)
-                try sync.addHandler(GatewayHandler(engine: gateway, hsts: tls != nil), position: .after(state))
+                let codec = try sync.handler(type: HTTP1ToHTTPServerCodec.self)
+                try sync.addHandler(GatewayHandler(engine: gateway, hsts: tls != nil, idleTimeout: idleTimeout), position: .before(codec))
             }
             return value
         }.map { value in
@@ -222,21 +225,22 @@ final class HeaderDeadlineHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 }
 
-/// HTTP parts level: reports request heads and response ends to ``HeaderDeadlineHandler``,
-/// closes the connection after a response that says `Connection: close` (e.g. a `413` sent
-/// before the body was read: the rest of that body is never read), and over TLS stamps
-/// `Strict-Transport-Security` on every response head — the router's, the gateway's and
-/// NIO's own error answers alike (browsers that reached Gatehouse once over HTTPS never try
-/// plain HTTP to it again).
+/// HTTP parts level, for the router's requests (the gateway's never reach it: ``GatewayHandler``
+/// does the same for its own): reports request heads and response ends to
+/// ``HeaderDeadlineHandler``, closes the connection after a response that says
+/// `Connection: close` (e.g. a `413` sent before the body was read: the rest of that body is
+/// never read), and over TLS stamps `Strict-Transport-Security` on every response head that
+/// passes (browsers that reached Gatehouse once over HTTPS never try plain HTTP to it again).
 final class RequestBoundaryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
+    static let hstsName = "Strict-Transport-Security"
     static let hstsValue = "max-age=31536000"
-    /// The field itself, for heads built with it (the gateway's own).
     static let hstsField = HTTPField(name: .strictTransportSecurity, value: hstsValue)
+
 
     private var deadline: HeaderDeadlineHandler?
     private var closeAfterResponse = false
@@ -259,7 +263,7 @@ final class RequestBoundaryHandler: ChannelDuplexHandler, RemovableChannelHandle
         switch RequestBoundaryHandler.unwrapOutboundIn(data) {
         case .head(var head):
             // One pass over the fields, no joined strings. A head that already carries our HSTS
-            // value (the gateway's own) passes as it is: rewriting it would copy every field.
+            // value passes as it is: rewriting it would copy every field.
             var hstsFields = 0
             var hstsOurs = false
             for field in head.headerFields {
