@@ -69,13 +69,36 @@ struct GatewayResponseHeaderTests {
 
     @Test func hopByHopAndOursAreLeftOutTheRestKept() {
         let fields = GatewayHTTP.responseHeaders(upstream, dropLength: false, replacingRateLimit: false)
-        #expect(fields.map { "\($0.name)=\($0.value)" } == [
+        #expect(fields.map { "\($0.0)=\($0.1)" } == [
             "Content-Type=application/json", "RateLimit-Limit=7", "ratelimit-policy=7;w=1", "x-request-id=up-1", "Content-Length=42",
         ])
     }
 
     @Test func theProvidersRateLimitFieldsGoWhenGatehouseSetsItsOwn() {
         let fields = GatewayHTTP.responseHeaders(upstream, dropLength: true, replacingRateLimit: true)
-        #expect(fields.map(\.name) == ["Content-Type", "x-request-id"])
+        #expect(fields.map(\.0) == ["Content-Type", "x-request-id"])
+    }
+}
+
+/// Where a stored base URL sends requests: only a host that can be written into `Host` and
+/// asked of a resolver as it is (rows stored before the check are refused at use too).
+@Suite("Upstream target")
+struct UpstreamTargetTests {
+    @Test(arguments: [
+        "http://a%0d%0aX-Injected:%20yes%0d%0a.example/", "http://a%00b.example", "http://a%20b.example",
+        "http://%C3%A4.example", "http://ex%61mple.com", "http://[::1%25eth0]:8080", "ftp://host",
+    ])
+    func aHostThatIsNotPlainIsRefused(_ url: String) {
+        #expect(UpstreamTarget(baseURL: url) == nil, "\(url)")
+    }
+
+    @Test func plainHostsAreUsedAsWritten() throws {
+        let named = try #require(UpstreamTarget(baseURL: "https://api.example.com/openai"))
+        #expect(named.host == "api.example.com" && named.hostHeader == "api.example.com" && named.pathPrefix == "/openai")
+        let v6 = try #require(UpstreamTarget(baseURL: "http://[::1]:8080"))
+        #expect(v6.host == "::1" && v6.hostHeader == "[::1]:8080" && v6.port == 8080)
+        let v4 = try #require(UpstreamTarget(baseURL: "http://127.0.0.1:9/"))
+        #expect(v4.hostHeader == "127.0.0.1:9" && v4.serverName == nil)
+        #expect(UpstreamTarget(baseURL: "http://my_host.internal") != nil)
     }
 }

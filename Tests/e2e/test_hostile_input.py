@@ -323,6 +323,13 @@ REGISTRY.add_canary(URL_PASSWORD, "provider", "password inside a rejected base_u
     pytest.param("http://host/\nfoo", id="newline-in-path"),
     pytest.param("http://host/\r\nX-Injected: 1", id="crlf-header-injection"),
     pytest.param("https://h/a\r\nHost: evil.example", id="crlf-host-injection"),
+    # Percent-encoded hosts: URLComponents decodes them, so an encoded CR/LF, NUL, space or
+    # non-ASCII byte would reach the Host header and the resolver as it is.
+    pytest.param("http://a%0d%0aX-Injected:%20yes%0d%0a.example/", id="encoded-crlf-in-host"),
+    pytest.param("http://a%00b.example/", id="encoded-nul-in-host"),
+    pytest.param("http://a%20b.example/", id="encoded-space-in-host"),
+    pytest.param("http://%C3%A4.example/", id="encoded-non-ascii-host"),
+    pytest.param("http://ex%61mple.com/", id="encoded-letter-in-host"),
     pytest.param("http://host:99999/", id="port-out-of-range"),
     pytest.param("http://host:0/", id="port-zero"),
 ])

@@ -124,6 +124,11 @@ public enum Validation {
             let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https"
         else { throw fail("base_url", "must be an absolute http:// or https:// URL") }
         guard let host = components.host, !host.isEmpty else { throw fail("base_url", "must name a host") }
+        // The host as written, no percent-encoding: URLComponents decodes it, and the decoded
+        // text becomes the `Host` header and what the resolver is asked.
+        guard UpstreamTarget.isPlainHost(host), components.percentEncodedHost == host else {
+            throw fail("base_url", "host must be a DNS name or an IP address, without percent-encoding")
+        }
         if let port = components.port, !(1...65535).contains(port) { throw fail("base_url", "port must be between 1 and 65535") }
         guard components.user == nil, components.password == nil else {
             throw fail("base_url", "must not contain credentials; store the secret as api_key")

@@ -266,7 +266,7 @@ final class ResponseProcessor {
     func sending() { preOverhead = ContinuousClock.now - started }
 
     /// The client's response head for the provider's.
-    func head(status: Int, upstreamHeaders: HTTPHeaders, requestID: String) -> HTTPResponseHead {
+    func head(status: Int, upstreamHeaders: HTTPHeaders, requestID: String, hsts: Bool) -> HTTPResponseHead {
         let headReceived = ContinuousClock.now
         self.status = status
         isSSE = upstreamHeaders.first(name: "content-type").map { $0.utf8.count >= 17 && $0.prefix(17).lowercased() == "text/event-stream" } ?? false
@@ -277,10 +277,13 @@ final class ResponseProcessor {
             upstreamHeaders, dropLength: (prepared.hideUsageChunk && isSSE) || scrubSecret != nil,
             replacingRateLimit: prepared.tightest != nil)
         // The provider's own copies of these were left out above: plain appends.
-        headers.add(name: GatewayHTTP.requestIDName, value: requestID)
+        headers.append((GatewayHTTP.requestIDName, requestID))
         prepared.tightest?.append(to: &headers)
-        headers.add(name: GatewayHTTP.overheadName, value: GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived)))
-        return HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers)
+        headers.append((GatewayHTTP.overheadName, GatewayHTTP.msText(preOverhead + (ContinuousClock.now - headReceived))))
+        if hsts { headers.append((RequestBoundaryHandler.hstsName, RequestBoundaryHandler.hstsValue)) }
+        // Built from the list: `HTTPHeaders.add` checks every name for non-ASCII bytes again
+        // (~500 instructions a field); these names are llhttp's tokens and our constants.
+        return HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: HTTPHeaders(headers))
     }
 
     /// One chunk of the provider's body; `emit` receives what the client gets.
@@ -518,8 +521,8 @@ enum GatewayHTTP {
 
     /// The provider's response headers the client gets (names as the provider spelled them;
     /// llhttp checked them as it parsed the answer), `Content-Length` last unless dropped.
-    static func responseHeaders(_ upstream: HTTPHeaders, dropLength: Bool, replacingRateLimit: Bool) -> HTTPHeaders {
-        var headers = HTTPHeaders()
+    static func responseHeaders(_ upstream: HTTPHeaders, dropLength: Bool, replacingRateLimit: Bool) -> [(String, String)] {
+        var headers: [(String, String)] = []
         headers.reserveCapacity(upstream.count + 8)
         var contentLength: String? = nil
         for (name, value) in upstream {
@@ -528,10 +531,10 @@ enum GatewayHTTP {
             switch responseHeaderRules[lower] {
             case .drop?, .replaced?: continue
             case .replacedWhenLimited? where replacingRateLimit: continue
-            default: headers.add(name: name, value: value)
+            default: headers.append((name, value))
             }
         }
-        if !dropLength, let contentLength { headers.add(name: "Content-Length", value: contentLength) }
+        if !dropLength, let contentLength { headers.append(("Content-Length", contentLength)) }
         return headers
     }
 

@@ -99,23 +99,24 @@ public enum GatewayError: Error, Sendable, Equatable {
             "error": .object(["message": .string(Redactor.shared.redact(message)), "type": .string(type), "code": .string(code), "param": .null])
         ])
         let bytes = ByteBuffer(bytes: body.encoded())
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/json")
-        headers.add(name: "Content-Length", value: String(bytes.readableBytes))
-        headers.add(name: GatewayHTTP.requestIDName, value: requestID)
-        if self == .unauthenticated { headers.add(name: "WWW-Authenticate", value: "Bearer") }
+        var headers: [(String, String)] = [
+            ("Content-Type", "application/json"), ("Content-Length", String(bytes.readableBytes)), (GatewayHTTP.requestIDName, requestID),
+        ]
+        if self == .unauthenticated { headers.append(("WWW-Authenticate", "Bearer")) }
         switch self {
         case .rateLimited(let status, let retry):
-            headers.add(name: "Retry-After", value: String(retry))
+            headers.append(("Retry-After", String(retry)))
             status.append(to: &headers)
         case .budgetExhausted(let status, let retry):
-            if let retry { headers.add(name: "Retry-After", value: String(retry)) }
+            if let retry { headers.append(("Retry-After", String(retry))) }
             status.append(to: &headers)
         case .payloadTooLarge, .malformedBody:
-            headers.add(name: "Connection", value: "close")  // the rest of the body is never read
+            headers.append(("Connection", "close"))  // the rest of the body is never read
         default: break
         }
-        return (HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status.code, reasonPhrase: status.reasonPhrase), headers: headers), bytes)
+        let head = HTTPResponseHead(
+            version: .http1_1, status: HTTPResponseStatus(statusCode: status.code, reasonPhrase: status.reasonPhrase), headers: HTTPHeaders(headers))
+        return (head, bytes)
     }
 
     /// The connection is closed after this answer (its `Connection: close`).
@@ -132,10 +133,10 @@ extension LimitLedger.Status {
 
     /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`,
     /// appended: for a head that has none of them yet.
-    func append(to headers: inout HTTPHeaders) {
-        headers.add(name: "RateLimit-Limit", value: LimitLedger.formatNumber(limit))
-        headers.add(name: "RateLimit-Remaining", value: LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000))
-        headers.add(name: "RateLimit-Reset", value: String(resetSeconds))
-        headers.add(name: "RateLimit-Policy", value: policy)
+    func append(to headers: inout [(String, String)]) {
+        headers.append(("RateLimit-Limit", LimitLedger.formatNumber(limit)))
+        headers.append(("RateLimit-Remaining", LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000)))
+        headers.append(("RateLimit-Reset", String(resetSeconds)))
+        headers.append(("RateLimit-Policy", policy))
     }
 }

@@ -488,8 +488,7 @@ extension GatewayHandler: UpstreamDelegate {
         guard connection === upstream, let context, let processor, !gotHead else { return }
         gotHead = true
         lastRead = .now()
-        var response = processor.head(status: Int(head.status.code), upstreamHeaders: head.headers, requestID: requestID)
-        if hsts { response.headers.add(name: RequestBoundaryHandler.hstsName, value: RequestBoundaryHandler.hstsValue) }
+        let response = processor.head(status: Int(head.status.code), upstreamHeaders: head.headers, requestID: requestID, hsts: hsts)
         context.write(GatewayHandler.wrapOutboundOut(.head(response)), promise: nil)
     }
 

@@ -30,7 +30,8 @@ struct UpstreamTarget: Sendable, Hashable {
 
     init?(baseURL: String) {
         guard let components = URLComponents(string: baseURL), let scheme = components.scheme?.lowercased(),
-            scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty
+            scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty,
+            Self.isPlainHost(host), components.percentEncodedHost == host
         else { return nil }
         self.tls = scheme == "https"
         let defaultPort = tls ? 443 : 80
@@ -44,6 +45,26 @@ struct UpstreamTarget: Sendable, Hashable {
         var prefix = components.percentEncodedPath
         while prefix.hasSuffix("/") { prefix.removeLast() }
         self.pathPrefix = prefix
+    }
+
+    /// A DNS name (letters, digits, `-`, `_`, `.`) or a bracketed IPv6 literal (hex digits,
+    /// `:` and `.`): nothing that could break a `Host` header or a resolver query. Checked when
+    /// a base URL is stored and again when it is used (rows stored before the check).
+    static func isPlainHost(_ host: String) -> Bool {
+        let bytes = Array(host.utf8)
+        guard !bytes.isEmpty, bytes.count <= 253 + 2 else { return false }
+        func isAlnum(_ b: UInt8) -> Bool {
+            (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z")) || (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z"))
+                || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9"))
+        }
+        if bytes.first == UInt8(ascii: "[") {
+            guard bytes.count > 2, bytes.last == UInt8(ascii: "]") else { return false }
+            return bytes.dropFirst().dropLast().allSatisfy { b in
+                b == UInt8(ascii: ":") || b == UInt8(ascii: ".") || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9"))
+                    || (b | 0x20 >= UInt8(ascii: "a") && b | 0x20 <= UInt8(ascii: "f"))
+            }
+        }
+        return bytes.allSatisfy { isAlnum($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") }
     }
 
     /// SNI only for names, never for address literals.
@@ -252,16 +273,18 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         keepAlive = true
         requestSent = false
         receivedAny = false
-        var fields = HTTPHeaders()
+        // Built from a list: `HTTPHeaders.add` checks every name for non-ASCII bytes again;
+        // these are llhttp's tokens and our constants.
+        var fields: [(String, String)] = []
         fields.reserveCapacity(headers.count + 2)
-        fields.add(name: "Host", value: target.hostHeader)
-        for (name, value) in headers { fields.add(name: name, value: value) }
+        fields.append(("Host", target.hostHeader))
+        fields.append(contentsOf: headers)
         if let body {
-            fields.add(name: "Content-Length", value: String(body.readableBytes))
+            fields.append(("Content-Length", String(body.readableBytes)))
         } else if method != "GET" && method != "HEAD" {
-            fields.add(name: "Content-Length", value: "0")
+            fields.append(("Content-Length", "0"))
         }
-        let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: uri, headers: fields)
+        let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: uri, headers: HTTPHeaders(fields))
         context.write(UpstreamConnection.wrapOutboundOut(.head(head)), promise: nil)
         if let body { context.write(UpstreamConnection.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         let sent = context.eventLoop.makePromise(of: Void.self)
