@@ -1,3 +1,4 @@
+import GatehouseCore
 import HTTPTypes
 import NIOHTTP1
 import Testing
@@ -7,7 +8,7 @@ import Testing
 /// Which credential a gateway request presents, read from its headers.
 @Suite("Gateway credential")
 struct GatewayCredentialTests {
-    private func fields(_ pairs: [(String, String)]) -> HTTPHeaders { HTTPHeaders(pairs) }
+    private func fields(_ pairs: [(String, String)]) -> ClientHeaders { ClientHeaders(HTTPHeaders(pairs)) }
 
     @Test(arguments: [
         ("Bearer abc", "abc"), ("bearer abc", "abc"), ("BEARER abc", "abc"), ("  Bearer   abc", "abc"),
@@ -25,35 +26,63 @@ struct GatewayCredentialTests {
             [], [("Content-Type", "application/json")], [("Accept", "*/*"), ("content-type", "text/plain")],
             [("Content-Type", "a"), ("Accept", "b"), ("CONTENT-TYPE", "c")], [("Content-Type", "")],
             [("Content-Type", ""), ("Content-Type", "x")], [("Content-Typ", "a"), ("Content-Types", "b")],
-            [("Content-Length", "5"), ("content-length", "5")],
+            [("Content-Length", "5"), ("content-length", "5")], [("Helicone-RateLimit-Policy", "10;w=60")],
         ]
         for pairs in cases {
             var f = HTTPFields()
             for (name, value) in pairs { f.append(HTTPField(name: HTTPField.Name(name)!, value: value)) }
-            let headers = HTTPHeaders(pairs)
-            #expect(GatewayHTTP.value(headers, "content-type") == f[.contentType], "\(pairs)")
-            #expect(GatewayHTTP.value(headers, "content-length") == f[.contentLength], "\(pairs)")
+            let headers = ClientHeaders(HTTPHeaders(pairs))
+            #expect(headers.contentType == f[.contentType], "\(pairs)")
+            #expect(headers.contentLength == f[.contentLength], "\(pairs)")
+            #expect(headers.rateLimitPolicy == f[HTTPField.Name("Helicone-RateLimit-Policy")!], "\(pairs)")
         }
-        #expect(GatewayHTTP.isName("X-API-Key", "x-api-key"))
-        #expect(!GatewayHTTP.isName("x-api-keys", "x-api-key") && !GatewayHTTP.isName("x-api-ke", "x-api-key"))
-        #expect(!GatewayHTTP.isName("x_api-key", "x-api-key") && !GatewayHTTP.isName("X-APÍ-Key", "x-api-key"))
+        #expect(ClientHeaders.lowercased("X-API-Key") == "x-api-key" && ClientHeaders.lowercased("x-api-key") == "x-api-key")
+        #expect(ClientHeaders.lowercased("OpenAI-Organization-Long-Name") == "openai-organization-long-name")
+    }
+
+    /// What goes on to the provider: the client's fields in order and as written, without
+    /// hop-by-hop fields, what `Connection` lists, credentials, `Helicone-*`, `Gatehouse-*`,
+    /// `Proxy-*`, cookies, forwarding and compression fields (any case); then the provider's
+    /// defaults the client left out; then the provider credential.
+    @Test func forwardedFieldsLeaveOutWhatIsNotTheProvidersBusiness() {
+        let client = ClientHeaders(HTTPHeaders([
+            ("Host", "gw"), ("Content-Type", "application/json"), ("Authorization", "Bearer gate_x"), ("X-API-Key", "k"),
+            ("Connection", "keep-alive, X-Hop"), ("x-hop", "1"), ("Keep-Alive", "5"), ("TE", "trailers"), ("Upgrade", "h2c"),
+            ("Transfer-Encoding", "chunked"), ("Content-Length", "2"), ("Cookie", "a=1"), ("X-Forwarded-For", "1.2.3.4"),
+            ("Forwarded", "for=x"), ("X-Real-IP", "1.2.3.4"), ("Accept-Encoding", "gzip"), ("Expect", "100-continue"),
+            ("Helicone-User-Id", "u1"), ("Helicone-Property-Team", "red"), ("Gatehouse-Anything", "x"), ("Proxy-Authorization", "p"),
+            ("OpenAI-Organization", "org-1"), ("User-Agent", "ua"), ("Anthropic-Version", "2024-01-01"),
+        ]))
+        let openai = client.forwardHeaders(adapter: ProviderAdapter(provider: .openai), secret: "sk-1")
+        #expect(openai.map { "\($0.0): \($0.1)" } == [
+            "Content-Type: application/json", "OpenAI-Organization: org-1", "User-Agent: ua", "Anthropic-Version: 2024-01-01",
+            "Authorization: Bearer sk-1",
+        ])
+        #expect(client.metadata.userID == "u1" && client.metadata.properties == ["team": "red"])
+        #expect(client.forwardedFor == ["1.2.3.4"])
+        // Anthropic's version is added only when the client did not send one (in any case).
+        let anthropic = client.forwardHeaders(adapter: ProviderAdapter(provider: .anthropic), secret: "sk-2")
+        #expect(anthropic.suffix(1).map(\.0) == ["x-api-key"] && !anthropic.contains { $0.0 == "anthropic-version" })
+        let bare = ClientHeaders(HTTPHeaders([("Content-Type", "application/json")]))
+            .forwardHeaders(adapter: ProviderAdapter(provider: .anthropic), secret: "sk-2")
+        #expect(bare.map(\.0) == ["Content-Type", "anthropic-version", "x-api-key"])
     }
 
     @Test func aGatehouseBearerComesFirstThenXAPIKeyThenHelicone() {
-        #expect(GatewayHTTP.credential(fields([("x-api-key", "k1"), ("Authorization", "Bearer gate_proxy_x")])) == "gate_proxy_x")
-        #expect(GatewayHTTP.credential(fields([("Authorization", "Bearer sk-other"), ("x-api-key", "k1")])) == "k1")
-        #expect(GatewayHTTP.credential(fields([("Authorization", "Bearer sk-other"), ("Helicone-Auth", "Bearer h1")])) == "h1")
-        #expect(GatewayHTTP.credential(fields([("Authorization", "Bearer sk-other")])) == "sk-other")
-        #expect(GatewayHTTP.credential(fields([("x-api-key", "")])) == nil)
-        #expect(GatewayHTTP.credential(fields([("Content-Type", "application/json")])) == nil)
+        #expect(fields([("x-api-key", "k1"), ("Authorization", "Bearer gate_proxy_x")]).credential == "gate_proxy_x")
+        #expect(fields([("Authorization", "Bearer sk-other"), ("x-api-key", "k1")]).credential == "k1")
+        #expect(fields([("Authorization", "Bearer sk-other"), ("Helicone-Auth", "Bearer h1")]).credential == "h1")
+        #expect(fields([("Authorization", "Bearer sk-other")]).credential == "sk-other")
+        #expect(fields([("x-api-key", "")]).credential == nil)
+        #expect(fields([("Content-Type", "application/json")]).credential == nil)
     }
 
     /// Two `Authorization` headers are one joined value, never either credential alone.
     @Test func aRepeatedHeaderIsJoinedNotPicked() {
         let twice = fields([("Authorization", "Bearer gate_proxy_a"), ("Authorization", "Bearer gate_proxy_b")])
-        #expect(GatewayHTTP.credential(twice) == "gate_proxy_a, Bearer gate_proxy_b")
+        #expect(twice.credential == "gate_proxy_a, Bearer gate_proxy_b")
         let keys = fields([("x-api-key", "k1"), ("X-API-Key", "k2")])
-        #expect(GatewayHTTP.credential(keys) == "k1, k2")
+        #expect(keys.credential == "k1, k2")
     }
 }
 

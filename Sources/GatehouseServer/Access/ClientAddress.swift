@@ -1,7 +1,6 @@
 import Foundation
 import GatehouseCore
 import HTTPTypes
-import NIOHTTP1
 
 /// An organization's network rules, parsed once per settings change.
 public struct NetworkPolicy: Sendable, Equatable {
@@ -25,10 +24,10 @@ public struct NetworkPolicy: Sendable, Equatable {
         return clientAddress(trustedPeer: peer, forwardedFor: headers[values: .xForwardedFor])
     }
 
-    /// The same from NIO's headers (the gateway's requests, read below the `HTTPTypes` layer).
-    func clientAddress(peer: IPAddress?, headers: HTTPHeaders) -> IPAddress? {
+    /// The same from the `X-Forwarded-For` values of a gateway request (``ClientHeaders``).
+    func clientAddress(peer: IPAddress?, forwardedFor: [String]) -> IPAddress? {
         guard let peer, !trustedProxies.isOpen, trustedProxies.permits(peer) else { return peer }
-        return clientAddress(trustedPeer: peer, forwardedFor: headers["X-Forwarded-For"])
+        return clientAddress(trustedPeer: peer, forwardedFor: forwardedFor)
     }
 
     private func clientAddress(trustedPeer peer: IPAddress, forwardedFor values: [String]) -> IPAddress? {

@@ -52,6 +52,7 @@ public final class GatewayEngine: Sendable {
         let clientIP: String
         let path: String
         let query: Substring?
+        let headers: ClientHeaders
     }
 
     /// Stage 1, at the request head: a live proxy key (in memory), the org's and the key's IP
@@ -59,8 +60,8 @@ public final class GatewayEngine: Sendable {
     /// proxies), a safe path, and a declared body length within bounds.
     /// `peerText` is `peer`'s text when the caller already has it (once per connection).
     func admit(_ head: HTTPRequestHead, peer: IPAddress?, peerText: String? = nil, now: Date) throws(GatewayError) -> Admission {
-        let headers = head.headers
-        guard let token = GatewayHTTP.credential(headers) else {
+        let headers = ClientHeaders(head.headers)
+        guard let token = headers.credential else {
             failures?.record(plane: "gateway", reason: .missing, key: nil, clientIP: peer?.description ?? "")
             throw .unauthenticated
         }
@@ -78,7 +79,7 @@ public final class GatewayEngine: Sendable {
             throw .unauthenticated
         }
         let network = snapshot.networkPolicies[key.orgID] ?? NetworkPolicy()
-        let client = network.clientAddress(peer: peer, headers: headers)
+        let client = network.clientAddress(peer: peer, forwardedFor: headers.forwardedFor)
         guard network.gatewayAllowlist.permits(client) else { throw .forbiddenIP }
         guard snapshot.keyAllowlists[key.id]?.permits(client) ?? true else { throw .forbiddenIP }
         let target = head.uri
@@ -92,11 +93,11 @@ public final class GatewayEngine: Sendable {
             query = nil
         }
         guard GatewayHTTP.isSafePath(path) else { throw .badPath }
-        if let declared = GatewayHTTP.value(headers, "content-length").flatMap(Int.init), declared > maxBodyBytes {
+        if let declared = headers.contentLength.flatMap(Int.init), declared > maxBodyBytes {
             throw .payloadTooLarge(limit: maxBodyBytes)
         }
         let clientIP = if let peerText, client == peer { peerText } else { client?.description ?? "" }
-        return Admission(key: key, providerKey: providerKey, clientIP: clientIP, path: path, query: query)
+        return Admission(key: key, providerKey: providerKey, clientIP: clientIP, path: path, query: query, headers: headers)
     }
 
     /// Everything needed to forward one request and account for its answer. A class: the
@@ -147,9 +148,9 @@ public final class GatewayEngine: Sendable {
     ) throws(GatewayError) -> Prepared {
         let key = admission.key
         let providerKey = admission.providerKey
-        let headers = head.headers
+        let headers = admission.headers
         var body = original
-        let info = try RequestBodyInfo.parse(body, contentType: GatewayHTTP.value(headers, "content-type"), maxDepth: maxJSONDepth)
+        let info = try RequestBodyInfo.parse(body, contentType: headers.contentType, maxDepth: maxJSONDepth)
         if let allowed = key.allowedModels, !allowed.isEmpty {
             guard let model = info?.model, allowed.contains(model) else { throw .modelNotAllowed }
         }
@@ -163,9 +164,10 @@ public final class GatewayEngine: Sendable {
             throw .internalError
         }
 
-        let metadata = RequestMetadata(headers: headers)
+        let metadata = headers.metadata
         let userID = metadata.userID ?? info?.user
-        let limits = try reserveLimits(key: key, info: info, bodyBytes: body.readableBytes, userID: userID, headers: headers, now: startedAt)
+        let limits = try reserveLimits(
+            key: key, info: info, bodyBytes: body.readableBytes, userID: userID, policyText: headers.rateLimitPolicy, now: startedAt)
 
         let secret: String
         do { secret = try plane.providerSecret(for: providerKey) } catch {
@@ -190,7 +192,7 @@ public final class GatewayEngine: Sendable {
             requestBody: metadata.omitRequest ? nil : body, responseBody: nil)
         return Prepared(
             target: target, method: method, uri: uri,
-            headers: GatewayHTTP.forwardHeaders(headers, adapter: adapter, secret: secret),
+            headers: headers.forwardHeaders(adapter: adapter, secret: secret),
             body: body.readableBytes > 0 ? body : nil, secret: secret, dialect: adapter.dialect,
             hideUsageChunk: hideUsageChunk, captureResponse: !metadata.omitResponse, requestedModel: info?.model,
             pending: pending, reservation: limits.reservation, tightest: limits.tightest)
@@ -210,10 +212,10 @@ public final class GatewayEngine: Sendable {
     /// Checks and reserves the key's rate limits, budget and the client's
     /// `Helicone-RateLimit-Policy`. Keys without limits skip the ledger entirely.
     func reserveLimits(
-        key: GateKeyRecord, info: RequestBodyInfo?, bodyBytes: Int, userID: String?, headers: HTTPHeaders, now: Date
+        key: GateKeyRecord, info: RequestBodyInfo?, bodyBytes: Int, userID: String?, policyText: String?, now: Date
     ) throws(GatewayError) -> (reservation: LimitLedger.Reservation?, tightest: LimitLedger.Status?) {
         var policy: RateLimitPolicy? = nil
-        if let text = GatewayHTTP.value(headers, "helicone-ratelimit-policy") {
+        if let text = policyText {
             do { policy = try RateLimitPolicy.parse(text) } catch { throw .badPolicy(error.reason) }
         }
         let rateLimits = key.rateLimits ?? []
@@ -417,54 +419,6 @@ final class ResponseProcessor {
 
 /// Header, path and timing helpers of the gateway.
 enum GatewayHTTP {
-    /// Whether the header name `name` is `lower` (ASCII lowercase): names compare without case.
-    @inline(__always)
-    static func isName(_ name: String, _ lower: StaticString) -> Bool {
-        let count = lower.utf8CodeUnitCount
-        guard name.utf8.count == count else { return false }
-        let p = lower.utf8Start
-        var i = 0
-        for byte in name.utf8 {
-            if (byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte) != p[i] { return false }
-            i += 1
-        }
-        return true
-    }
-
-    /// The value of the field `lower`, the values of a repeated field joined with `, `
-    /// (as `HTTPFields` joins them); `nil` when absent.
-    static func value(_ headers: HTTPHeaders, _ lower: StaticString) -> String? {
-        var found: String? = nil
-        for (name, value) in headers where isName(name, lower) {
-            found = found.map { $0 + ", " + value } ?? value
-        }
-        return found
-    }
-
-    /// The proxy key from `Authorization: Bearer`, `x-api-key` or `Helicone-Auth: Bearer`.
-    /// Fields are read in one pass; a field given twice is joined with `, ` (so two
-    /// `Authorization` headers never authenticate as either one).
-    static func credential(_ headers: HTTPHeaders) -> Substring? {
-        var authorization: String? = nil
-        var apiKey: String? = nil
-        var helicone: String? = nil
-        func add(_ value: String, to slot: inout String?) { slot = slot.map { $0 + ", " + value } ?? value }
-        for (name, value) in headers {
-            if isName(name, "authorization") {
-                add(value, to: &authorization)
-            } else if isName(name, "x-api-key") {
-                add(value, to: &apiKey)
-            } else if isName(name, "helicone-auth") {
-                add(value, to: &helicone)
-            }
-        }
-        let bearer = AdminAuthMiddleware.bearerToken(authorization)
-        if let bearer, bearer.utf8.starts(with: "gate_".utf8) { return bearer }
-        if let apiKey, !apiKey.isEmpty { return Substring(apiKey) }
-        if let token = AdminAuthMiddleware.bearerToken(helicone) { return token }
-        return bearer
-    }
-
     // MARK: Headers
 
     static let requestIDName = "Gatehouse-Request-Id"
@@ -478,30 +432,6 @@ enum GatewayHTTP {
         "accept-encoding", "cookie", "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
         "x-real-ip", "expect",
     ]
-
-    /// The client's headers as sent to the provider (names as the client spelled them), then
-    /// the provider's defaults the client left out, then the provider credential. The values
-    /// are as llhttp accepted them: it refuses a request whose header names are not tokens or
-    /// whose values hold control characters (CR, LF, NUL…), so every field sent is valid.
-    static func forwardHeaders(_ headers: HTTPHeaders, adapter: ProviderAdapter, secret: String) -> [(String, String)] {
-        var connectionListed: Set<String> = []
-        for (name, value) in headers where isName(name, "connection") {
-            for token in value.split(separator: ",") { connectionListed.insert(token.trimmingCharacters(in: .whitespaces).lowercased()) }
-        }
-        var out: [(String, String)] = []
-        out.reserveCapacity(headers.count + 2)
-        var present: [String] = []
-        for (name, value) in headers {
-            let lower = name.lowercased()
-            if droppedRequestHeaders.contains(lower) || connectionListed.contains(lower) { continue }
-            if lower.hasPrefix("helicone-") || lower.hasPrefix("gatehouse-") || lower.hasPrefix("proxy-") { continue }
-            out.append((name, value))
-            present.append(lower)
-        }
-        out.append(contentsOf: adapter.defaultHeaders(present: { present.contains($0) }))
-        out.append(contentsOf: adapter.authHeaders(secret: secret))
-        return out
-    }
 
     static let droppedResponseHeaders: Set<String> = [
         "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
@@ -526,7 +456,7 @@ enum GatewayHTTP {
         headers.reserveCapacity(upstream.count + 8)
         var contentLength: String? = nil
         for (name, value) in upstream {
-            let lower = name.lowercased()
+            let lower = ClientHeaders.lowercased(name)
             if lower == "content-length" { contentLength = value }
             switch responseHeaderRules[lower] {
             case .drop?, .replaced?: continue

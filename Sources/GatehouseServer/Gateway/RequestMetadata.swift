@@ -1,5 +1,3 @@
-import NIOHTTP1
-
 /// Helicone-compatible request metadata headers.
 struct RequestMetadata: Sendable {
     var userID: String?
@@ -11,22 +9,20 @@ struct RequestMetadata: Sendable {
     static let maxValueLength = 512
     static let maxProperties = 50
 
-    init(headers: HTTPHeaders) {
-        for (name, value) in headers {
-            guard name.utf8.count > 9, name.utf8.first.map({ $0 | 0x20 == UInt8(ascii: "h") }) ?? false else { continue }
-            let name = name.lowercased()
-            guard name.hasPrefix("helicone-") else { continue }
-            let value = String(value.prefix(Self.maxValueLength))
-            switch name {
-            case "helicone-user-id": userID = value
-            case "helicone-session-id": sessionID = value
-            case "helicone-omit-request": omitRequest = value.lowercased() == "true"
-            case "helicone-omit-response": omitResponse = value.lowercased() == "true"
-            default:
-                if name.hasPrefix("helicone-property-"), properties.count < Self.maxProperties {
-                    let key = String(name.dropFirst("helicone-property-".count).prefix(100))
-                    if !key.isEmpty { properties[key] = value }
-                }
+    init() {}
+
+    /// One `Helicone-*` field (`name` lowercased), as ``ClientHeaders`` meets it.
+    mutating func read(lowercasedName name: String, value: String) {
+        let value = String(value.prefix(Self.maxValueLength))
+        switch name {
+        case "helicone-user-id": userID = value
+        case "helicone-session-id": sessionID = value
+        case "helicone-omit-request": omitRequest = value.lowercased() == "true"
+        case "helicone-omit-response": omitResponse = value.lowercased() == "true"
+        default:
+            if name.hasPrefix("helicone-property-"), properties.count < Self.maxProperties {
+                let key = String(name.dropFirst("helicone-property-".count).prefix(100))
+                if !key.isEmpty { properties[key] = value }
             }
         }
     }
