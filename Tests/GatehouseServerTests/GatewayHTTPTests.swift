@@ -36,8 +36,8 @@ struct GatewayCredentialTests {
             #expect(headers.contentLength == f[.contentLength], "\(pairs)")
             #expect(headers.rateLimitPolicy == f[HTTPField.Name("Helicone-RateLimit-Policy")!], "\(pairs)")
         }
-        #expect(ClientHeaders.lowercased("X-API-Key") == "x-api-key" && ClientHeaders.lowercased("x-api-key") == "x-api-key")
-        #expect(ClientHeaders.lowercased("OpenAI-Organization-Long-Name") == "openai-organization-long-name")
+        #expect(GatewayHTTP.lowercasedName("X-API-Key") == "x-api-key" && GatewayHTTP.lowercasedName("x-api-key") == "x-api-key")
+        #expect(GatewayHTTP.lowercasedName("OpenAI-Organization-Long-Name") == "openai-organization-long-name")
     }
 
     /// What goes on to the provider: the client's fields in order and as written, without

@@ -30,7 +30,7 @@ struct RequestBoundaryHandlerTests {
         return head.headerFields[values: .strictTransportSecurity]
     }
 
-    static let ours = RequestBoundaryHandler.hstsField
+    static let ours = HTTPField(name: .strictTransportSecurity, value: RequestBoundaryHandler.hstsValue)
     static let json = HTTPField(name: .contentType, value: "application/json")
 
     @Test func aHeadWithoutHSTSGetsIt() throws {

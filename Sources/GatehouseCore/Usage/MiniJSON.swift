@@ -112,6 +112,7 @@ public enum MiniJSON {
 
         /// After a member or an element: `,` (`false`: more follow) or the closing bracket
         /// (`true`), the reader moved past it; `nil` for anything else.
+        @inline(__always)
         mutating func commaOrClose(_ close: UInt8) -> Bool? {
             skipWhitespace()
             switch peek() {
@@ -182,14 +183,8 @@ public enum MiniJSON {
                 } else {
                     guard skip(depth: depth) else { return nil }
                 }
-                skipWhitespace()
-                switch peek() {
-                case UInt8(ascii: ","): i += 1
-                case UInt8(ascii: "}"):
-                    i += 1
-                    return .object(members)
-                default: return nil
-                }
+                guard let closed = commaOrClose(UInt8(ascii: "}")) else { return nil }
+                if closed { return .object(members) }
             }
         }
 
@@ -205,14 +200,8 @@ public enum MiniJSON {
                 skipWhitespace()
                 guard let element = value(depth: depth) else { return nil }
                 elements.append(element)
-                skipWhitespace()
-                switch peek() {
-                case UInt8(ascii: ","): i += 1
-                case UInt8(ascii: "]"):
-                    i += 1
-                    return .array(elements)
-                default: return nil
-                }
+                guard let closed = commaOrClose(UInt8(ascii: "]")) else { return nil }
+                if closed { return .array(elements) }
             }
         }
 
@@ -235,14 +224,8 @@ public enum MiniJSON {
                     i += 1
                     skipWhitespace()
                     guard skip(depth: depth + 1) else { return false }
-                    skipWhitespace()
-                    switch peek() {
-                    case UInt8(ascii: ","): i += 1
-                    case UInt8(ascii: "}"):
-                        i += 1
-                        return true
-                    default: return false
-                    }
+                    guard let closed = commaOrClose(UInt8(ascii: "}")) else { return false }
+                    if closed { return true }
                 }
             case UInt8(ascii: "["):
                 i += 1
@@ -254,14 +237,8 @@ public enum MiniJSON {
                 while true {
                     skipWhitespace()
                     guard skip(depth: depth + 1) else { return false }
-                    skipWhitespace()
-                    switch peek() {
-                    case UInt8(ascii: ","): i += 1
-                    case UInt8(ascii: "]"):
-                        i += 1
-                        return true
-                    default: return false
-                    }
+                    guard let closed = commaOrClose(UInt8(ascii: "]")) else { return false }
+                    if closed { return true }
                 }
             case UInt8(ascii: "\""): return skipString()
             case UInt8(ascii: "t"): return literal("true")

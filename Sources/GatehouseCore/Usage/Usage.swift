@@ -63,9 +63,6 @@ public struct UsageExtractor: Sendable {
         return seen
     }
 
-    /// The top-level members the extractor reads, in either dialect.
-    public static let topLevelKeys: Set<String> = ["model", "usage", "response", "message"]
-
     /// Reads usage and the model from an already parsed document: the same answer as
     /// ``observe(json:)`` for the same bytes (the fuzz oracle checks that), from a tree.
     public mutating func observe(object: [String: MiniJSON.Value]) {

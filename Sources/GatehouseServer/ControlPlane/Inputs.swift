@@ -123,10 +123,8 @@ public enum Validation {
         guard value.count <= 2048, let components = URLComponents(string: value),
             let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https"
         else { throw fail("base_url", "must be an absolute http:// or https:// URL") }
-        guard let host = components.host, !host.isEmpty else { throw fail("base_url", "must name a host") }
-        // The host as written, no percent-encoding: URLComponents decodes it, and the decoded
-        // text becomes the `Host` header and what the resolver is asked.
-        guard UpstreamTarget.isPlainHost(host), components.percentEncodedHost == host else {
+        guard components.host?.isEmpty == false else { throw fail("base_url", "must name a host") }
+        guard UpstreamTarget.plainHost(of: components) != nil else {
             throw fail("base_url", "host must be a DNS name or an IP address, without percent-encoding")
         }
         if let port = components.port, !(1...65535).contains(port) { throw fail("base_url", "port must be between 1 and 65535") }

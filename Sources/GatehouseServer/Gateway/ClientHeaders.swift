@@ -26,7 +26,7 @@ struct ClientHeaders {
         forwardable.reserveCapacity(headers.count)
         forwardableNames.reserveCapacity(headers.count)
         for (name, value) in headers {
-            let lower = Self.lowercased(name)
+            let lower = GatewayHTTP.lowercasedName(name)
             switch lower {
             case "authorization": Self.join(value, into: &authorization)
             case "x-api-key": Self.join(value, into: &apiKey)
@@ -40,7 +40,7 @@ struct ClientHeaders {
             case "x-forwarded-for": forwardedFor.append(value)
             case "connection":
                 for token in value.split(separator: ",") {
-                    connectionListed.append(Self.lowercased(String(token.trimmingCharacters(in: .whitespaces))))
+                    connectionListed.append(GatewayHTTP.lowercasedName(String(token.trimmingCharacters(in: .whitespaces))))
                 }
             default:
                 if lower.hasPrefix("helicone-") {
@@ -82,22 +82,5 @@ struct ClientHeaders {
 
     private static func join(_ value: String, into slot: inout String?) {
         slot = slot.map { $0 + ", " + value } ?? value
-    }
-
-    /// ASCII lowercase (header names are tokens: ASCII by the time llhttp has accepted them);
-    /// the name itself when it has no capital letter.
-    static func lowercased(_ name: String) -> String {
-        var name = name
-        let hasCapital = name.withUTF8 { bytes in bytes.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } }
-        guard hasCapital else { return name }
-        return name.withUTF8 { bytes in
-            String(unsafeUninitializedCapacity: bytes.count) { out in
-                for i in 0..<bytes.count {
-                    let byte = bytes[i]
-                    out[i] = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-                }
-                return bytes.count
-            }
-        }
     }
 }

@@ -1,6 +1,5 @@
 import Foundation
 import GatehouseCore
-import HTTPTypes
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -421,6 +420,24 @@ final class ResponseProcessor {
 enum GatewayHTTP {
     // MARK: Headers
 
+    /// ASCII lowercase (header names are tokens: ASCII by the time llhttp has accepted them);
+    /// the name itself when it has no capital letter.
+    static func lowercasedName(_ name: String) -> String {
+        var name = name
+        let hasCapital = name.withUTF8 { bytes in bytes.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } }
+        guard hasCapital else { return name }
+        return name.withUTF8 { bytes in
+            String(unsafeUninitializedCapacity: bytes.count) { out in
+                for i in 0..<bytes.count {
+                    let byte = bytes[i]
+                    out[i] = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                }
+                return bytes.count
+            }
+        }
+    }
+
+
     static let requestIDName = "Gatehouse-Request-Id"
     static let overheadName = "Gatehouse-Overhead-Ms"
 
@@ -456,7 +473,7 @@ enum GatewayHTTP {
         headers.reserveCapacity(upstream.count + 8)
         var contentLength: String? = nil
         for (name, value) in upstream {
-            let lower = ClientHeaders.lowercased(name)
+            let lower = lowercasedName(name)
             if lower == "content-length" { contentLength = value }
             switch responseHeaderRules[lower] {
             case .drop?, .replaced?: continue

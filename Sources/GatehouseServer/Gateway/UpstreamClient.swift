@@ -30,8 +30,7 @@ struct UpstreamTarget: Sendable, Hashable {
 
     init?(baseURL: String) {
         guard let components = URLComponents(string: baseURL), let scheme = components.scheme?.lowercased(),
-            scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty,
-            Self.isPlainHost(host), components.percentEncodedHost == host
+            scheme == "http" || scheme == "https", let host = Self.plainHost(of: components)
         else { return nil }
         self.tls = scheme == "https"
         let defaultPort = tls ? 443 : 80
@@ -47,10 +46,17 @@ struct UpstreamTarget: Sendable, Hashable {
         self.pathPrefix = prefix
     }
 
-    /// A DNS name (letters, digits, `-`, `_`, `.`) or a bracketed IPv6 literal (hex digits,
-    /// `:` and `.`): nothing that could break a `Host` header or a resolver query. Checked when
-    /// a base URL is stored and again when it is used (rows stored before the check).
-    static func isPlainHost(_ host: String) -> Bool {
+    /// The URL's host when it is written plainly: no percent-encoding (`URLComponents` decodes
+    /// it, and the decoded text becomes the `Host` header and what the resolver is asked), and a
+    /// DNS name (letters, digits, `-`, `_`, `.`) or a bracketed IPv6 literal (hex digits, `:`
+    /// and `.`): nothing that could break a `Host` header or a resolver query. Checked when a
+    /// base URL is stored and again when it is used (rows stored before the check).
+    static func plainHost(of components: URLComponents) -> String? {
+        guard let host = components.host, components.percentEncodedHost == host, isPlainHost(host) else { return nil }
+        return host
+    }
+
+    private static func isPlainHost(_ host: String) -> Bool {
         let bytes = Array(host.utf8)
         guard !bytes.isEmpty, bytes.count <= 253 + 2 else { return false }
         func isAlnum(_ b: UInt8) -> Bool {

@@ -239,8 +239,6 @@ final class RequestBoundaryHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     static let hstsName = "Strict-Transport-Security"
     static let hstsValue = "max-age=31536000"
-    static let hstsField = HTTPField(name: .strictTransportSecurity, value: hstsValue)
-
 
     private var deadline: HeaderDeadlineHandler?
     private var closeAfterResponse = false
