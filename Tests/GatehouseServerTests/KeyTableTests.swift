@@ -75,6 +75,61 @@ struct KeyTableTests {
         }
     }
 
+    @Test func aProvenKeyIsCheckedForRevocationExpiryAndChangeOnEveryRequest() async throws {
+        try await withGatehouse { g in
+            let plane = g.plane
+            let table = plane.keyTable
+            let now = Date()
+            let pk = try await plane.createProviderKey(
+                ProviderKeyInput(name: "p", provider: .openai, baseURL: nil, apiKey: newCanarySecret()), by: g.ownerPrincipal)
+            let (proxy, proxyKey) = try await plane.createGateKey(
+                GateKeyInput(kind: .proxy, name: "px", providerKeyID: pk.id, expiresAt: now.addingTimeInterval(3600)),
+                by: g.ownerPrincipal)
+            var proven: KeyTable.ProvenKey?
+            #expect(table.authenticateDetailed(proxyKey, now: now, proven: &proven).result.isSuccess)
+            let remembered = try #require(proven)
+            // Printing it never shows the key.
+            #expect(!"\(remembered)".contains(proxyKey) && !String(reflecting: remembered).contains(proxyKey))
+            #expect(table.authenticateDetailed(proxyKey, now: now, proven: &proven).result.isSuccess)
+
+            // Other bytes take the full check (and do not replace what was proved).
+            let forged = Self.tamper(proxyKey, keepChecksumValid: true)
+            #expect(Self.failure(table.authenticateDetailed(forged, now: now, proven: &proven).result) == .hashMismatch)
+            #expect(Self.failure(table.authenticateDetailed(String(proxyKey.dropLast()), now: now, proven: &proven).result) == .malformed)
+            #expect(table.authenticateDetailed(proxyKey, now: now, proven: &proven).result.isSuccess)
+
+            // Expiry is checked on the remembered key too.
+            #expect(Self.failure(table.authenticateDetailed(proxyKey, now: now.addingTimeInterval(3600.5), proven: &proven).result) == .expired)
+
+            // Revoked (through the API): refused on the very next request, and reported as such.
+            _ = try await plane.revokeGateKey(id: proxy.id, kinds: [.proxy], by: g.ownerPrincipal)
+            let revoked = table.authenticateDetailed(proxyKey, now: now, proven: &proven)
+            #expect(Self.failure(revoked.result) == .revoked)
+            #expect(revoked.key?.id == proxy.id)
+
+            // A changed stored hash is not trusted: the full check refuses the old bytes.
+            var changed = table.snapshot
+            let storedHash = try #require(changed.gateKeys[proxy.id]?.hash)
+            changed.sequence += 1
+            changed.gateKeys[proxy.id]?.hash = Data(repeating: 7, count: 32)
+            #expect(table.publish(changed))
+            #expect(Self.failure(table.authenticateDetailed(proxyKey, now: now, proven: &proven).result) == .hashMismatch)
+            #expect(proven == nil)
+            changed.sequence += 1
+            changed.gateKeys[proxy.id]?.hash = storedHash
+            #expect(table.publish(changed))
+            #expect(Self.failure(table.authenticateDetailed(proxyKey, now: now, proven: &proven).result) == .revoked)
+            #expect(proven == nil)  // only a key that is let in is remembered
+
+            // Deleted keys are refused on the very next request.
+            var gone = table.snapshot
+            gone.sequence += 1
+            gone.gateKeys[proxy.id] = nil
+            #expect(table.publish(gone))
+            #expect(Self.failure(table.authenticateDetailed(proxyKey, now: now, proven: &proven).result) == .unknownKey)
+        }
+    }
+
     @Test func revokedIsReportedOnlyForTheGenuineKey() async throws {
         // A guess reusing a revoked key's id must not learn that the id exists and is revoked.
         try await withGatehouse { g in

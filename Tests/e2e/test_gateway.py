@@ -844,6 +844,57 @@ def test_keep_alive_connection_alternates_gateway_and_router(inst, http, keys, u
     wait_rows(inst, px["id"], 10)
 
 
+def test_keys_on_one_kept_alive_connection_are_decided_on_every_request(inst, tls, keys, upstream):
+    """A connection remembers the proxy key it last proved, so the same key sent again is not
+    HMAC-checked again; everything else still is, request by request, on that one connection:
+    a forged key, another key and back, a key revoked or expired meanwhile, and its provider
+    key deleted."""
+    import http.client
+    a, b = keys.proxy(), keys.proxy()
+    expiring = keys.proxy(expires_at=(datetime.now(timezone.utc) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    conn = http.client.HTTPSConnection("127.0.0.1", inst.port, context=tls, timeout=10)
+    body = json.dumps(chat_body()).encode()
+
+    def post(key: str) -> int:
+        conn.request("POST", "/v1/chat/completions", body=body,
+                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+
+    try:
+        assert post(a["key"]) == 200
+        sock = conn.sock
+        assert post(a["key"]) == 200
+        assert post(tamper_key(a["key"], keep_checksum_valid=True)) == 401
+        assert post(a["key"]) == 200
+        assert post(b["key"]) == 200
+        assert post(a["key"]) == 200
+        assert inst.api("POST", f"/api/proxy-keys/{a['id']}/revoke").status_code == 200
+        assert post(a["key"]) == 401
+        assert post(b["key"]) == 200
+        assert post(a["key"]) == 401
+        assert post(expiring["key"]) == 200
+        assert poll_until(lambda: post(expiring["key"]) == 401, 8.0) is not None
+        assert post(b["key"]) == 200
+        assert conn.sock is sock, "the requests did not all share one connection"
+    finally:
+        conn.close()
+    # Deleting the provider key revokes its proxy keys: refused on the next request.
+    other, _ = inst.create_provider_key(name="doomed", provider="openai", base_url=upstream.base_url)
+    c = inst.create_proxy_key(other["id"], name="on-doomed")
+    REGISTRY.add_gatehouse_key(c["key"], "proxy key (test_gateway)")
+    conn = http.client.HTTPSConnection("127.0.0.1", inst.port, context=tls, timeout=10)
+    try:
+        assert post(c["key"]) == 200
+        sock = conn.sock
+        assert inst.api("DELETE", f"/api/provider-keys/{other['id']}").status_code in (200, 204)
+        assert post(c["key"]) == 401
+        assert conn.sock is sock
+    finally:
+        conn.close()
+
+
 def test_provider_closing_its_connection_each_time(inst, http, keys, upstream):
     """A provider that answers `Connection: close`: its connection is never reused."""
     px = keys.proxy()

@@ -58,13 +58,16 @@ public final class GatewayEngine: Sendable {
     /// allowlists on the client address (`X-Forwarded-For` believed only from the org's trusted
     /// proxies), a safe path, and a declared body length within bounds.
     /// `peerText` is `peer`'s text when the caller already has it (once per connection).
-    func admit(_ head: HTTPRequestHead, peer: IPAddress?, peerText: String? = nil, now: Date) throws(GatewayError) -> Admission {
+    /// `proven` is the key the connection last proved (``KeyTable/ProvenKey``), updated here.
+    func admit(
+        _ head: HTTPRequestHead, peer: IPAddress?, peerText: String? = nil, now: Date, proven: inout KeyTable.ProvenKey?
+    ) throws(GatewayError) -> Admission {
         let headers = ClientHeaders(head.headers)
         guard let token = headers.credential else {
             failures?.record(plane: "gateway", reason: .missing, key: nil, clientIP: peer?.description ?? "")
             throw .unauthenticated
         }
-        let (result, genuine) = keyTable.authenticateDetailed(token, now: now)
+        let (result, genuine) = keyTable.authenticateDetailed(token, now: now, proven: &proven)
         guard case .success(let key) = result, key.kind == .proxy else {
             if case .failure(let reason) = result {
                 failures?.record(plane: "gateway", reason: reason, key: genuine, clientIP: peer?.description ?? "")

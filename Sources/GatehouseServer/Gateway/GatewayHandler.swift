@@ -55,6 +55,9 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var pool: UpstreamPool?
     private var peer: IPAddress?
     private var peerText: String?
+    /// The proxy key this connection last proved, so a kept-alive client's same key is not
+    /// HMAC-checked again (revocation and expiry are; see `KeyTable.ProvenKey`).
+    private var provenKey: KeyTable.ProvenKey?
     private var state = State.idle
     /// Router requests whose response has not ended yet.
     private var routerResponsesOpen = 0
@@ -249,7 +252,7 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         body = nil
         discarded = 0
         do {
-            admission = try engine.admit(head, peer: peer, peerText: peerText, now: startedAt)
+            admission = try engine.admit(head, peer: peer, peerText: peerText, now: startedAt, proven: &provenKey)
             state = .collecting
         } catch {
             admission = nil

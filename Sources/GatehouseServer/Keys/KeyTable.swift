@@ -79,6 +79,63 @@ public final class KeyTable: Sendable {
     /// Like ``authenticate(_:now:)``, and also the genuine key record when the failure is
     /// `revoked` or `expired` (for the audit trail: a revoked key being used is an event).
     public func authenticateDetailed(_ text: some StringProtocol, now: Date = Date()) -> (result: Result<GateKeyRecord, Failure>, key: GateKeyRecord?) {
+        var proven: ProvenKey?
+        return authenticateDetailed(text, now: now, proven: &proven)
+    }
+
+    /// The last key a connection proved (its HMAC matched), remembered by that connection only.
+    ///
+    /// A client on a kept-alive connection sends the same key with every request. When the
+    /// bytes presented are exactly those proved before (compared in constant time) and the key
+    /// in the table still has the hash they matched, the format check and the HMAC are not
+    /// redone; the lookup, kind, revocation and expiry checks always are, so a revoked, expired,
+    /// deleted or re-hashed key is refused on the next request as without it. The key's bytes
+    /// live as long as the connection (as they do in its read buffer); they are never logged.
+    public struct ProvenKey: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+        fileprivate let credential: [UInt8]
+        fileprivate let keyID: String
+        fileprivate let hash: Data
+
+        /// Never the key's bytes, should one be printed.
+        public var description: String { "ProvenKey(\(keyID))" }
+        public var debugDescription: String { description }
+    }
+
+    /// ``authenticateDetailed(_:now:)`` for a connection that remembers the key it last proved:
+    /// `proven` is read first and replaced by the key proved here (left as it was on failure).
+    public func authenticateDetailed(
+        _ text: some StringProtocol, now: Date = Date(), proven: inout ProvenKey?
+    ) -> (result: Result<GateKeyRecord, Failure>, key: GateKeyRecord?) {
+        if let remembered = proven, Self.sameBytes(remembered.credential, text.utf8) {
+            let record = state.withLock { snap -> GateKeyRecord? in
+                guard let record = snap.gateKeys[remembered.keyID], snap.orgKeys[record.orgID] != nil else { return nil }
+                return record
+            }
+            if let record, record.hash == remembered.hash {
+                if record.isRevoked { return (.failure(.revoked), record) }
+                if record.isExpired(at: now) { return (.failure(.expired), record) }
+                return (.success(record), record)
+            }
+            // Deleted, or its hash changed: the full check below decides, as for any key.
+            proven = nil
+        }
+        let outcome = authenticateFully(text, now: now)
+        if case .success(let record) = outcome.result {
+            proven = ProvenKey(credential: Array(text.utf8), keyID: record.id, hash: record.hash)
+        }
+        return outcome
+    }
+
+    /// Whether `presented` is byte for byte `remembered`, in time that depends only on the
+    /// lengths (a key's length is fixed by its format, not secret).
+    static func sameBytes(_ remembered: [UInt8], _ presented: some Collection<UInt8>) -> Bool {
+        guard remembered.count == presented.count else { return false }
+        var difference: UInt8 = 0
+        for (a, b) in zip(remembered, presented) { difference |= a ^ b }
+        return difference == 0
+    }
+
+    private func authenticateFully(_ text: some StringProtocol, now: Date) -> (result: Result<GateKeyRecord, Failure>, key: GateKeyRecord?) {
         let parsed: GatehouseKey
         do {
             parsed = try GatehouseKey.parse(text)
