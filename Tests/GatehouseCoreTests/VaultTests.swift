@@ -160,6 +160,32 @@ struct VaultTests {
         #expect(Self.vaultError { try keys.open(pk, context: "pk_1|openai") } == .decryptionFailed)
     }
 
+    @Test func aRowFieldSealIsTheContextSealOfRowAndField() throws {
+        // The request-log writer seals with (rowID, field); the API opens with the context
+        // string "<rowID>|<field>": both must build the same associated data.
+        let vault = Vault(keyring: .generate())
+        let (keys, _) = try vault.newDataKey(orgID: "org_A")
+        let (other, _) = try vault.newDataKey(orgID: "org_B")
+        let body = Data(#"{"model":"gpt-4o-mini","messages":[]}"#.utf8)
+        let sealed = try keys.seal(body, rowID: "req_0ABCdef", field: "request")
+        #expect(try keys.open(sealed, context: "req_0ABCdef|request") == body)
+        #expect(try Envelope.keyVersion(of: sealed) == 1)
+        #expect(sealed.count == 6 + 12 + body.count + 16)
+        for context in ["req_0ABCdef|response", "req_0ABCdeg|request", "req_0ABCdef|request|", "req_0ABCdefrequest", "|req_0ABCdef|request"] {
+            #expect(Self.vaultError { try keys.open(sealed, context: context) } == .decryptionFailed)
+        }
+        #expect(Self.vaultError { try other.open(sealed, context: "req_0ABCdef|request") } == .decryptionFailed)
+        // Every single bit flip fails to open (header, nonce, ciphertext, tag).
+        for bit in 0..<(sealed.count * 8) {
+            let error = Self.vaultError { try keys.open(Self.flippingBit(bit, of: sealed), context: "req_0ABCdef|request") }
+            #expect(error == .decryptionFailed || error == .malformedEnvelope)
+        }
+        // Two seals of the same body differ (a fresh nonce each time).
+        #expect(try keys.seal(body, rowID: "req_0ABCdef", field: "request") != sealed)
+        // And an empty body round-trips.
+        #expect(try keys.open(keys.seal(Data(), rowID: "r", field: "user"), context: "r|user") == Data())
+    }
+
     // MARK: Data keys and the master keyring
 
     @Test func dataKeyUnwrapsForItsOwnOrganization() throws {

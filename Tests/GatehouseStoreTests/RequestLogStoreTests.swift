@@ -499,4 +499,39 @@ struct RequestLogStoreTests {
             #expect(try await store.organizations().map(\.id) == ["o1", "o2"])
         }
     }
+
+    @Test func upgradeToVersion5MakesTheUserIndexPartialAndKeepsEveryRow() async throws {
+        try await withTwoOrgs { store in
+            // A version-4 database (the per-user index over every row) holding entries with and
+            // without a user.
+            _ = try await store.executeForTesting("DROP INDEX request_logs_org_user")
+            _ = try await store.executeForTesting(
+                "CREATE INDEX request_logs_org_user ON request_logs(org_id, user_hash, started_at_ms DESC)")
+            _ = try await store.executeForTesting("DELETE FROM schema_migrations WHERE version >= 5")
+            let logs = (0..<30).map { i in makeLog("v4-\(i)", at: midnight + Int64(i), userHash: i % 3 == 0 ? nil : "u\(i % 2)") }
+            try await store.insertRequestLogs(logs)
+
+            try await store.migrate()
+            let index = try await store.executeForTesting(
+                "SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = 'request_logs_org_user'")
+            #expect(index.first?["sql"]?.contains("WHERE user_hash IS NOT NULL") == true)
+            #expect(try await rowCount(store) == 30)
+            // The user filter and grouping answer as before, and the filter can use the index.
+            for user in ["u0", "u1"] {
+                let found = try await store.requestLogs(RequestLogQuery(orgID: "o1", userHash: user, limit: 1000))
+                #expect(Set(found.map(\.id)) == Set(logs.filter { $0.userHash == user }.map(\.id)))
+            }
+            let byUser = try await store.usage(orgID: "o1", groupBy: .user, since: nil, until: nil)
+            #expect(byUser.map(\.group) == ["u0", "u1"])
+            #expect(byUser.map(\.requests).reduce(0, +) == 20)
+            let plan = try await store.executeForTesting(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM request_logs WHERE org_id = 'o1' AND user_hash = 'u1'")
+            #expect(plan.contains { $0["detail"]?.contains("request_logs_org_user") == true }, "\(plan)")
+            // Entries without a user are still listed, and new ones are written.
+            #expect(try await store.requestLogs(RequestLogQuery(orgID: "o1", limit: 1000)).count == 30)
+            try await store.insertRequestLogs([makeLog("after-v5", userHash: nil), makeLog("after-v5-u", userHash: "u1")])
+            #expect(try await store.requestLogs(RequestLogQuery(orgID: "o1", userHash: "u1", limit: 1000)).count == 11)
+        }
+    }
+
 }

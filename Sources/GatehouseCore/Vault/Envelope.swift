@@ -26,29 +26,40 @@ public enum Envelope {
         keyVersion: UInt32,
         associatedData: some DataProtocol
     ) throws -> Data {
-        let nonce = AES.GCM.Nonce()
-        // Built in arrays, copied into a `Data` once: `Data.append` is ~1,000 instructions a
-        // call here, and this runs twice for every logged request.
-        var authenticated: [UInt8] = [
+        var authenticated = header(keyVersion: keyVersion, reserving: associatedData.count)
+        // The header is authenticated too: a flipped version or format byte fails to open.
+        authenticated.append(contentsOf: associatedData)
+        return try seal(plaintext, key: key, authenticated: authenticated)
+    }
+
+    /// The 6-byte header, in an array with room for `extra` more bytes (the associated data).
+    static func header(keyVersion: UInt32, reserving extra: Int) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(headerLength + extra)
+        bytes.append(contentsOf: [
             formatVersion, algorithmAESGCM,
             UInt8(truncatingIfNeeded: keyVersion >> 24), UInt8(truncatingIfNeeded: keyVersion >> 16),
             UInt8(truncatingIfNeeded: keyVersion >> 8), UInt8(truncatingIfNeeded: keyVersion),
-        ]
-        // The header is authenticated too: a flipped version or format byte fails to open.
-        authenticated.append(contentsOf: associatedData)
-        let box = try AES.GCM.seal(plaintext, using: key, nonce: nonce, authenticating: authenticated)
-        var out: [UInt8] = []
-        out.reserveCapacity(headerLength + nonceLength + plaintext.count + tagLength)
-        out.append(contentsOf: authenticated[..<headerLength])
-        // `combined` is nonce ‖ ciphertext ‖ tag (always there for a 96-bit nonce).
-        if let combined = box.combined {
-            combined.withUnsafeBytes { out.append(contentsOf: $0) }
-        } else {
-            out.append(contentsOf: nonce)
-            box.ciphertext.withUnsafeBytes { out.append(contentsOf: $0) }
-            box.tag.withUnsafeBytes { out.append(contentsOf: $0) }
+        ])
+        return bytes
+    }
+
+    /// Seals with `authenticated` = header ‖ associated data, already built (its first
+    /// ``headerLength`` bytes are written as the envelope's header). The envelope is written
+    /// into one `Data` of its final size: `Data.append` is ~1,000 instructions a call, and
+    /// this runs for every body of every logged request.
+    static func seal(_ plaintext: some DataProtocol, key: SymmetricKey, authenticated: [UInt8]) throws -> Data {
+        let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(), authenticating: authenticated)
+        // `combined` is nonce ‖ ciphertext ‖ tag, always there for a 96-bit nonce.
+        guard let combined = box.combined else { throw VaultError.malformedEnvelope }
+        var out = Data(count: headerLength + combined.count)
+        out.withUnsafeMutableBytes { raw in
+            authenticated.withUnsafeBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<headerLength])) }
+            combined.withUnsafeBytes {
+                UnsafeMutableRawBufferPointer(rebasing: raw[headerLength...]).copyMemory(from: $0)
+            }
         }
-        return Data(out)
+        return out
     }
 
     /// The key version written in an envelope's header.

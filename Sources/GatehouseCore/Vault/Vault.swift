@@ -111,6 +111,20 @@ public struct OrgKeys: Sendable {
         try Envelope.seal(plaintext, key: encryptionKey, keyVersion: 1, associatedData: Data("data|\(orgID)|\(context)".utf8))
     }
 
+    /// ``seal(_:context:)`` with the context `"<rowID>|<field>"`, its associated data built
+    /// as bytes without formatting strings (this seals every logged request's bodies).
+    public func seal(_ plaintext: some DataProtocol, rowID: String, field: StaticString) throws -> Data {
+        let field = UnsafeRawBufferPointer(start: field.utf8Start, count: field.utf8CodeUnitCount)
+        var authenticated = Envelope.header(keyVersion: 1, reserving: 6 + orgID.utf8.count + rowID.utf8.count + field.count)
+        authenticated.append(contentsOf: "data|".utf8)
+        authenticated.append(contentsOf: orgID.utf8)
+        authenticated.append(UInt8(ascii: "|"))
+        authenticated.append(contentsOf: rowID.utf8)
+        authenticated.append(UInt8(ascii: "|"))
+        authenticated.append(contentsOf: field)
+        return try Envelope.seal(plaintext, key: encryptionKey, authenticated: authenticated)
+    }
+
     public func open(_ envelope: Data, context: String) throws(VaultError) -> Data {
         try Envelope.open(envelope, key: encryptionKey, associatedData: Data("data|\(orgID)|\(context)".utf8))
     }

@@ -140,17 +140,17 @@ public final class RequestLogWriter: Service, Sendable {
         let id = record.id
         if let user = entry.userID {
             record.userHash = keys.userHash(user)
-            record.userSealed = try? keys.seal(Data(user.utf8), context: "\(id)|user")
+            record.userSealed = try? keys.seal(Data(user.utf8), rowID: id, field: "user")
         }
         if !entry.properties.isEmpty {
             let json = JSONValue.object(entry.properties.mapValues { .string($0) }).encoded()
-            record.propertiesSealed = try? keys.seal(json, context: "\(id)|properties")
+            record.propertiesSealed = try? keys.seal(json, rowID: id, field: "properties")
         }
         if let body = entry.requestBody {
-            record.requestBodySealed = try? keys.seal(Data(body.readableBytesView), context: "\(id)|request")
+            record.requestBodySealed = try? keys.seal(body.readableBytesView, rowID: id, field: "request")
         }
         if let body = entry.responseBody {
-            record.responseBodySealed = try? keys.seal(body, context: "\(id)|response")
+            record.responseBodySealed = try? keys.seal(body, rowID: id, field: "response")
         }
         return record
     }
