@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Helpers for Benchmarks/run (standard library only).
 
-  benchtool.py ttfb CONFIG.json              time to first SSE byte through each target
+  benchtool.py ttfb CONFIG.json              time to the first SSE event (http.client) and to
+                                             the first byte (raw socket) through each target
   benchtool.py drip-upstream --port P ...    an OpenAI-style upstream that drips SSE slowly
   benchtool.py open-streams ...              hold N concurrent streams open, sample RSS
   benchtool.py report --dir TMP --out FILE   the table, the targets and the results file
@@ -15,6 +16,7 @@ import asyncio
 import http.client
 import json
 import os
+import socket
 import ssl
 import statistics
 import sys
@@ -85,6 +87,76 @@ def _one_stream(conn, path, headers, body):
     return first, resp.status == 200 and done and first is not None
 
 
+class _RawError(Exception):
+    pass
+
+
+def _raw_connection(url, cafile, timeout):
+    """A plain socket (TLS-wrapped for https) to `url`'s host, with TCP_NODELAY."""
+    u = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if u.scheme == "https":
+        ctx = ssl.create_default_context(cafile=cafile)
+        ctx.check_hostname = False  # self-signed certificates for 127.0.0.1
+        sock = ctx.wrap_socket(sock)
+    return sock, u.path
+
+
+def _raw_request(path, headers, body):
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _raw_stream(sock, request):
+    """Sends one streamed request on a keep-alive socket and reads the whole answer
+    (Content-Length or chunked framing); returns (seconds to the first byte of the answer,
+    whether it was a 200 whose body ends the stream with [DONE]). No HTTP library: the first
+    byte's time is when the proxy's first TLS record is decrypted, nothing parsed before it."""
+    start = time.perf_counter()
+    sock.sendall(request)
+    buf, first = b"", None
+
+    def more():
+        nonlocal buf, first
+        data = sock.recv(65536)
+        if not data:
+            raise _RawError("connection closed")
+        if first is None:
+            first = time.perf_counter() - start
+        buf += data
+
+    while b"\r\n\r\n" not in buf:
+        more()
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    fields = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip().lower()
+    body = b""
+    if b"content-length" in fields:
+        need = int(fields[b"content-length"])
+        while len(buf) < need:
+            more()
+        body = buf[:need]
+    elif fields.get(b"transfer-encoding") == b"chunked":
+        while True:
+            while b"\r\n" not in buf:
+                more()
+            size_line, _, buf = buf.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            while len(buf) < size + 2:
+                more()
+            body += buf[:size]
+            buf = buf[size + 2:]
+            if size == 0:
+                break
+    else:
+        raise _RawError("no framing")
+    return first, head.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in body
+
+
 def ttfb(config_path):
     """CONFIG: {"rounds": R, "n": N, "warmup": W, "timeout": T, "targets": [{"name", "url",
     "headers", "body", "cafile"}]}. Targets are interleaved round by round, each on its own
@@ -95,7 +167,8 @@ def ttfb(config_path):
     deadline = time.monotonic() + cfg.get("max_seconds", 300)
     state = {}
     for t in cfg["targets"]:
-        state[t["name"]] = {"samples": [], "errors": 0, "round_medians": [], "conn": None}
+        state[t["name"]] = {"samples": [], "errors": 0, "round_medians": [], "conn": None,
+                            "raw": [], "raw_errors": 0, "raw_round_medians": []}
     for rnd in range(cfg["rounds"]):
         for t in cfg["targets"]:
             s = state[t["name"]]
@@ -123,6 +196,32 @@ def ttfb(config_path):
             s["samples"] += samples
             if samples:
                 s["round_medians"].append(round(statistics.median(samples) * 1e6))
+            # The same, through a raw socket: the time to the answer's first byte, without the
+            # HTTP library's parsing of the head and of the body's framing.
+            raw, sock = [], None
+            for i in range(cfg["warmup"] + cfg["n"]):
+                if time.monotonic() > deadline:
+                    s["raw_errors"] += 1
+                    break
+                try:
+                    if sock is None:
+                        sock, path = _raw_connection(t["url"], t.get("cafile"), timeout)
+                        request = _raw_request(path, headers, body)
+                    first, ok = _raw_stream(sock, request)
+                except (OSError, ValueError, _RawError):
+                    ok, first = False, None
+                    if sock is not None:
+                        sock.close()
+                    sock = None
+                if not ok:
+                    s["raw_errors"] += 1
+                elif i >= cfg["warmup"]:
+                    raw.append(first)
+            if sock is not None:
+                sock.close()
+            s["raw"] += raw
+            if raw:
+                s["raw_round_medians"].append(round(statistics.median(raw) * 1e6))
     for t in cfg["targets"]:
         s = state[t["name"]]
         if s["conn"] is not None:
@@ -133,6 +232,10 @@ def ttfb(config_path):
             out["p50_us"] = round(statistics.median(xs) * 1e6)
             out["p90_us"] = round(xs[min(len(xs) - 1, int(len(xs) * 0.9))] * 1e6)
             out["p99_us"] = round(xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1e6)
+        out["first_byte_errors"] = s["raw_errors"]
+        out["first_byte_round_medians_us"] = s["raw_round_medians"]
+        if s["raw"]:
+            out["first_byte_p50_us"] = round(statistics.median(s["raw"]) * 1e6)
         print(json.dumps(out), flush=True)
 
 
@@ -387,11 +490,15 @@ def report(d, out):
         a, b = ttfb_p50(t), ttfb_p50("direct")
         return None if a is None or b is None else a - b
 
+    def first_byte_added(t):
+        a, b = ttfb.get(t, {}).get("first_byte_p50_us"), ttfb.get("direct", {}).get("first_byte_p50_us")
+        return None if a is None or b is None else a - b
+
     # the table
     head = ["target"]
     for c in conns:
         head += [f"added p50 @{c}", f"added p99 @{c}", f"req/s @{c}"]
-    head += ["stream TTFB p50", "added TTFB", "RSS idle", "RSS load", "errors"]
+    head += ["stream TTFB p50", "added TTFB", "added first byte", "RSS idle", "RSS load", "errors"]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for t in targets:
         row = [LABELS.get(t, t)]
@@ -404,9 +511,11 @@ def report(d, out):
             row.append("—" if r is None else f"{r:.0f}")
         row.append(_us(ttfb_p50(t)))
         row.append("—" if t == "direct" else _us(ttfb_added(t)))
+        row.append("—" if t == "direct" else _us(first_byte_added(t)))
         idle, load = rss.get(t, (0, 0))
         row += [_mib(idle), _mib(load)]
-        errs = sum(get(c, t, "errors") or 0 for c in conns) + ttfb.get(t, {}).get("errors", 0)
+        errs = (sum(get(c, t, "errors") or 0 for c in conns) + ttfb.get(t, {}).get("errors", 0)
+                + ttfb.get(t, {}).get("first_byte_errors", 0))
         failed = sum(get(c, t, "failed") or 0 for c in conns)
         row.append(str(errs) + (f" ({failed} wrk runs failed)" if failed else ""))
         lines.append("| " + " | ".join(row) + " |")
@@ -448,7 +557,9 @@ def report(d, out):
             ratios.append(f"- Gatehouse / Swift floor, added p50 at {lo} connection(s): {_fx(_ratio(g50, s50))} "
                           f"({_us(g50)} vs {_us(s50)}); req/s at {hi}: {_fx(_ratio(get(hi, 'gatehouse', 'rps'), get(hi, 'swift', 'rps')))}")
         st, gt, nt = ttfb_added("swift"), ttfb_added("gatehouse"), ttfb_added("nginx")
-        ratios.append(f"- Added streaming TTFB: nginx {_us(nt)}, Swift floor {_us(st)}, Gatehouse {_us(gt)}")
+        ratios.append(f"- Added streaming TTFB: nginx {_us(nt)}, Swift floor {_us(st)}, Gatehouse {_us(gt)}; "
+                      f"to the first byte on the wire (raw socket client): nginx {_us(first_byte_added('nginx'))}, "
+                      f"Swift floor {_us(first_byte_added('swift'))}, Gatehouse {_us(first_byte_added('gatehouse'))}")
     if "litellm" in have and "gatehouse" in have:
         r3 = _ratio(get(hi, "gatehouse", "rps"), get(hi, "litellm", "rps"))
         g99, l99 = added(hi, "gatehouse", "p99"), added(hi, "litellm", "p99")
@@ -463,7 +574,10 @@ def report(d, out):
         check(f"req/s at {hi} conns ≥ 20× LiteLLM's", None, False, ll_note)
         check(f"added p99 at {hi} conns ≤ 1/10 of LiteLLM's", None, False, ll_note)
     ta = ttfb_added("gatehouse")
-    check("streaming TTFB added ≤ 200 µs", None if ta is None else _us(ta), ta is not None and ta <= 200)
+    fa = first_byte_added("gatehouse")
+    check("streaming TTFB added ≤ 200 µs",
+          None if ta is None else _us(ta) + ("" if fa is None else f" (first byte on the wire: {_us(fa)})"),
+          ta is not None and ta <= 200)
     idle = rss.get("gatehouse", (0, 0))[0]
     check("RSS idle ≤ 64 MiB", _mib(idle) if idle else None, idle and idle <= 64 * 1024)
     streams = None
@@ -546,7 +660,9 @@ def report(d, out):
             f"{meta['rounds']} interleaved rounds per target and connection count, median of the rounds; 1 connection "
             "uses 1 wrk thread, more use 2. \"Added\" = target − direct (medians). Streaming TTFB: time from sending a "
             f"`stream: true` request to the first `data:` line, {meta['rounds']} × {meta['ttfb_n']} sequential requests "
-            "per target on a keep-alive connection (20 warm-up requests per round), median. RSS: VmRSS summed over the "
+            "per target on a keep-alive connection (20 warm-up requests per round), median, through Python's "
+            "`http.client` (its parsing of the head and the chunked framing included; the PASS/FAIL uses this); "
+            "\"added first byte\": the same requests from a raw socket client, to the first byte of the answer. RSS: VmRSS summed over the "
             "process tree (idle = after start-up and one request each way; load = the largest sample, every 0.5 s, "
             "during the measured runs). Direct's own p50/p99 are in parentheses.\n\n")
         f.write(summary)
@@ -563,13 +679,16 @@ def report(d, out):
         f.write("\n## Every run\n\n| connections | round | target | p50 µs | p99 µs | req/s | errors |\n|---:|---:|---|---:|---:|---:|---:|\n")
         for r in runs:
             f.write("| " + " | ".join(r) + " |\n")
-        f.write("\n### Streaming TTFB\n\n| target | requests | errors | p50 µs | p90 µs | p99 µs | median per round µs |\n"
-                "|---|---:|---:|---:|---:|---:|---|\n")
+        f.write("\n### Streaming TTFB\n\n| target | requests | errors | p50 µs | p90 µs | p99 µs | median per round µs "
+                "| first byte p50 µs (raw) | per round µs (raw) | raw errors |\n"
+                "|---|---:|---:|---:|---:|---:|---|---:|---|---:|\n")
         for t in targets:
             o = ttfb.get(t)
             if o:
                 f.write(f"| {t} | {o['count']} | {o['errors']} | {o.get('p50_us', '—')} | {o.get('p90_us', '—')} | "
-                        f"{o.get('p99_us', '—')} | {', '.join(map(str, o['round_medians_us']))} |\n")
+                        f"{o.get('p99_us', '—')} | {', '.join(map(str, o['round_medians_us']))} | "
+                        f"{o.get('first_byte_p50_us', '—')} | {', '.join(map(str, o.get('first_byte_round_medians_us', [])))} | "
+                        f"{o.get('first_byte_errors', 0)} |\n")
         f.write("\n### Memory (VmRSS of the process tree)\n\n| target | idle | peak under load | at the end |\n|---|---:|---:|---:|\n")
         for t in targets:
             if t in rss:

@@ -83,6 +83,10 @@ $(nginx_http_common "$1")
         location = /stream/v1/chat/completions {
             default_type text/event-stream;
             add_header Cache-Control no-cache;
+            # Framed as the providers frame a stream (Transfer-Encoding: chunked, no
+            # Content-Length): a filter that rewrites nothing still drops the length.
+            sub_filter_types text/event-stream;
+            sub_filter 'chatcmpl-bench' 'chatcmpl-bench';
             return 200 '$SSE_BODY';
         }
     }
