@@ -15,16 +15,14 @@ struct ClientHeaders {
     private(set) var rateLimitPolicy: String?
     private(set) var forwardedFor: [String] = []
     private(set) var metadata = RequestMetadata()
-    /// The fields that may be forwarded (names as the client wrote them, in order) and their
-    /// lowercased names.
-    private var forwardable: [(String, String)] = []
-    private var forwardableNames: [String] = []
+    /// The fields that may be forwarded, in order: the name as the client wrote it, the value,
+    /// and the name lowercased.
+    private var forwardable: [(name: String, value: String, lower: String)] = []
     /// Names a `Connection` field lists (hop-by-hop for this request).
     private var connectionListed: [String] = []
 
     init(_ headers: HTTPHeaders) {
         forwardable.reserveCapacity(headers.count)
-        forwardableNames.reserveCapacity(headers.count)
         for (name, value) in headers {
             let lower = GatewayHTTP.lowercasedName(name)
             switch lower {
@@ -34,20 +32,18 @@ struct ClientHeaders {
             case "content-length": Self.join(value, into: &contentLength)
             case "content-type":
                 Self.join(value, into: &contentType)
-                forwardable.append((name, value))
-                forwardableNames.append(lower)
+                forwardable.append((name, value, lower))
             case "helicone-ratelimit-policy": Self.join(value, into: &rateLimitPolicy)
             case "x-forwarded-for": forwardedFor.append(value)
             case "connection":
                 for token in value.split(separator: ",") {
-                    connectionListed.append(GatewayHTTP.lowercasedName(String(token.trimmingCharacters(in: .whitespaces))))
+                    connectionListed.append(GatewayHTTP.lowercasedName(token.trimmingCharacters(in: .whitespaces)))
                 }
             default:
                 if lower.hasPrefix("helicone-") {
                     metadata.read(lowercasedName: lower, value: value)
                 } else if !GatewayHTTP.droppedRequestHeaders.contains(lower), !lower.hasPrefix("gatehouse-"), !lower.hasPrefix("proxy-") {
-                    forwardable.append((name, value))
-                    forwardableNames.append(lower)
+                    forwardable.append((name, value, lower))
                 }
             }
         }
@@ -71,9 +67,9 @@ struct ClientHeaders {
         var out: [(String, String)] = []
         out.reserveCapacity(forwardable.count + 2)
         var names: [String] = []
-        for (i, field) in forwardable.enumerated() where !connectionListed.contains(forwardableNames[i]) {
-            out.append(field)
-            names.append(forwardableNames[i])
+        for field in forwardable where !connectionListed.contains(field.lower) {
+            out.append((field.name, field.value))
+            names.append(field.lower)
         }
         out.append(contentsOf: adapter.defaultHeaders(present: { names.contains($0) }))
         out.append(contentsOf: adapter.authHeaders(secret: secret))

@@ -440,7 +440,6 @@ enum GatewayHTTP {
         }
     }
 
-
     static let requestIDName = "Gatehouse-Request-Id"
     static let overheadName = "Gatehouse-Overhead-Ms"
 
@@ -536,5 +535,3 @@ enum GatewayHTTP {
         return String(micros / 1000) + "." + String(repeating: "0", count: 3 - fraction.utf8.count) + fraction
     }
 }
-
-

@@ -129,14 +129,18 @@ public enum GatewayError: Error, Sendable, Equatable {
 }
 
 extension LimitLedger.Status {
-    static let fieldNames = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"]
+    static let limitName = "RateLimit-Limit"
+    static let remainingName = "RateLimit-Remaining"
+    static let resetName = "RateLimit-Reset"
+    static let policyName = "RateLimit-Policy"
+    static let fieldNames = [limitName, remainingName, resetName, policyName]
 
     /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`,
     /// appended: for a head that has none of them yet.
     func append(to headers: inout [(String, String)]) {
-        headers.append(("RateLimit-Limit", LimitLedger.formatNumber(limit)))
-        headers.append(("RateLimit-Remaining", LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000)))
-        headers.append(("RateLimit-Reset", String(resetSeconds)))
-        headers.append(("RateLimit-Policy", policy))
+        headers.append((Self.limitName, LimitLedger.formatNumber(limit)))
+        headers.append((Self.remainingName, LimitLedger.formatNumber((remaining * 1_000_000).rounded(.down) / 1_000_000)))
+        headers.append((Self.resetName, String(resetSeconds)))
+        headers.append((Self.policyName, policy))
     }
 }

@@ -102,7 +102,9 @@ public final class KeyTable: Sendable {
     }
 
     /// ``authenticateDetailed(_:now:)`` for a connection that remembers the key it last proved:
-    /// `proven` is read first and replaced by the key proved here (left as it was on failure).
+    /// `proven` is read first and replaced by the key proved here. A failure leaves it as it
+    /// was, except when the remembered key is gone from the table or its hash changed: then it
+    /// is cleared.
     public func authenticateDetailed(
         _ text: some StringProtocol, now: Date = Date(), proven: inout ProvenKey?
     ) -> (result: Result<GateKeyRecord, Failure>, key: GateKeyRecord?) {
@@ -111,11 +113,7 @@ public final class KeyTable: Sendable {
                 guard let record = snap.gateKeys[remembered.keyID], snap.orgKeys[record.orgID] != nil else { return nil }
                 return record
             }
-            if let record, record.hash == remembered.hash {
-                if record.isRevoked { return (.failure(.revoked), record) }
-                if record.isExpired(at: now) { return (.failure(.expired), record) }
-                return (.success(record), record)
-            }
+            if let record, record.hash == remembered.hash { return Self.standing(of: record, now: now) }
             // Deleted, or its hash changed: the full check below decides, as for any key.
             proven = nil
         }
@@ -152,6 +150,11 @@ public final class KeyTable: Sendable {
         guard record.kind == parsed.kind, keys.verifyKey(parsed.text, storedHash: record.hash) else {
             return (.failure(.hashMismatch), nil)
         }
+        return Self.standing(of: record, now: now)
+    }
+
+    /// A genuine key's answer: refused when revoked or expired, otherwise let in.
+    private static func standing(of record: GateKeyRecord, now: Date) -> (result: Result<GateKeyRecord, Failure>, key: GateKeyRecord?) {
         if record.isRevoked { return (.failure(.revoked), record) }
         if record.isExpired(at: now) { return (.failure(.expired), record) }
         return (.success(record), record)
