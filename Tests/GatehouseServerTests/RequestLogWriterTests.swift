@@ -11,11 +11,15 @@ import Testing
 private final class RecordingLogStore: RequestLogStore {
     let batches = Mutex<[[String]]>([])
     let failing = Atomic<Bool>(false)
+    /// Called inside each insert, with the number of batches written before it.
+    let duringInsert = Mutex<(@Sendable (Int) -> Void)?>(nil)
 
     var ids: [String] { batches.withLock { $0.flatMap { $0 } } }
 
     func insertRequestLogs(_ records: [RequestLogRecord]) async throws {
         if failing.load(ordering: .relaxed) { throw StoreError.conflict("test: store down") }
+        let before = batches.withLock { $0.count }
+        duringInsert.withLock { $0 }?(before)
         batches.withLock { $0.append(records.map(\.id)) }
     }
     func requestLogs(_ query: RequestLogQuery) async throws -> [RequestLogRecord] { [] }
@@ -74,5 +78,53 @@ private func entry(_ id: String) -> PendingRequestLog {
         await writer.flush()
         #expect(store.ids == (0..<700).map { "req_a\($0)" } + (0..<300).map { "req_b\($0)" })
         #expect(writer.pending == 0)
+    }
+
+    @Test func aPassWritesWhatWasQueuedWhenItStartedAndLeavesWhatArrivesMeanwhile() async {
+        let store = RecordingLogStore()
+        let writer = RequestLogWriter(store: store, keyTable: KeyTable(), capacity: 1000, logger: Logger(label: "test"))
+        for i in 0..<10 { writer.enqueue(entry("req_a\(i)")) }
+        store.duringInsert.withLock {
+            $0 = { written in
+                if written == 0 { for i in 0..<5 { writer.enqueue(entry("req_b\(i)")) } }
+            }
+        }
+        // One transaction, not a chain of small ones for what trickles in while it is written.
+        #expect(await writer.writeQueued() == 10)
+        #expect(store.batches.withLock { $0.map(\.count) } == [10])
+        #expect(writer.pending == 5)
+        await writer.flush()
+        #expect(store.ids == (0..<10).map { "req_a\($0)" } + (0..<5).map { "req_b\($0)" })
+        #expect(writer.pending == 0)
+    }
+
+    @Test func theRunningWriterGoesOnAtOnceWhenAWholeBatchIsWaitingAndWritesTheRestAtShutdown() async throws {
+        let store = RecordingLogStore()
+        let writer = RequestLogWriter(
+            store: store, keyTable: KeyTable(), capacity: 5000, flushInterval: .seconds(3), logger: Logger(label: "test"))
+        for i in 0..<600 { writer.enqueue(entry("req_a\(i)")) }
+        // While the first tick's first batch is written, a whole batch and more arrives.
+        store.duringInsert.withLock {
+            $0 = { written in
+                if written == 0 { for i in 0..<700 { writer.enqueue(entry("req_b\(i)")) } }
+            }
+        }
+        let running = Task { try await writer.run() }
+        let clock = ContinuousClock()
+        let start = clock.now
+        while store.ids.count < 600, clock.now - start < .seconds(20) { try await Task.sleep(for: .milliseconds(5)) }
+        let firstPass = clock.now
+        // The 700 are written well before the next tick (3 s after the first).
+        while store.ids.count < 1300, clock.now - firstPass < .seconds(20) { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(clock.now - firstPass < .milliseconds(1500))
+        #expect(store.batches.withLock { $0.map(\.count) } == [500, 100, 500, 200])
+        // A few entries below a batch wait for the next tick; shutdown writes them.
+        for i in 0..<3 { writer.enqueue(entry("req_c\(i)")) }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(writer.pending == 3)
+        running.cancel()
+        try await running.value
+        #expect(writer.pending == 0)
+        #expect(store.ids.suffix(3) == ["req_c0", "req_c1", "req_c2"])
     }
 }
