@@ -498,20 +498,17 @@ def report(d, out):
     rss = {r[0]: (int(r[1]), int(r[2])) for r in _read_tsv(f"{d}/rss.tsv")}
     rss_after = {r[0]: int(r[1]) for r in _read_tsv(f"{d}/rss-after.tsv")}
 
-    def ttfb_p50(t):
-        return ttfb.get(t, {}).get("p50_us")
-
-    def ttfb_added(t):
-        a, b = ttfb_p50(t), ttfb_p50("direct")
+    def ttfb_added(t, key="p50_us"):
+        """Target − direct for one of the TTFB medians: `p50_us` (http.client),
+        `first_byte_p50_us` or `first_event_p50_us` (raw socket client)."""
+        a, b = ttfb.get(t, {}).get(key), ttfb.get("direct", {}).get(key)
         return None if a is None or b is None else a - b
 
     def first_byte_added(t):
-        a, b = ttfb.get(t, {}).get("first_byte_p50_us"), ttfb.get("direct", {}).get("first_byte_p50_us")
-        return None if a is None or b is None else a - b
+        return ttfb_added(t, "first_byte_p50_us")
 
     def first_event_added(t):
-        a, b = ttfb.get(t, {}).get("first_event_p50_us"), ttfb.get("direct", {}).get("first_event_p50_us")
-        return None if a is None or b is None else a - b
+        return ttfb_added(t, "first_event_p50_us")
 
     # the table
     head = ["target"]

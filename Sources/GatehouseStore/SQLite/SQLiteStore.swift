@@ -570,13 +570,13 @@ public final class SQLiteStore: Store {
 // MARK: - Request log
 
 extension SQLiteStore: RequestLogStore {
-    /// Rows per `INSERT` statement. 25 binds a row keeps a statement far below SQLite's
-    /// 32 766-variable limit, and a batch of hundreds of rows takes a few round trips to the
-    /// driver's thread pool instead of one per row (the gate is held for the whole batch).
-    /// 25 rather than 100: a statement runs on the driver's thread without a break (~25 µs a
-    /// row), and an event loop woken on that core waits for it; with 25 the one-connection
-    /// p99 through the gateway was ~1.0–1.2 ms against ~2.0 ms, at the same CPU a row
-    /// (`Benchmarks/README.md`).
+    /// Rows per `INSERT` statement. At 25 binds (columns) a row, a statement stays far below
+    /// SQLite's 32 766-variable limit, and a batch of hundreds of rows takes a few round trips
+    /// to the driver's thread pool instead of one per row (the gate is held for the whole
+    /// batch). 25 rows rather than 100: a statement runs on the driver's thread without a
+    /// break (~25 µs a row), and an event loop woken on that core waits for it; with 25 the
+    /// one-connection p99 through the gateway was ~1.0–1.2 ms against ~2.0 ms, at the same CPU
+    /// a row (`Benchmarks/README.md`).
     private static let requestLogRowsPerInsert = 25
 
     private static let requestLogColumns = """
